@@ -1,0 +1,145 @@
+"""The ``mriscribe`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mriscribe import __version__
+from mriscribe.errors import MriscribeError, OutputError
+
+if TYPE_CHECKING:
+    from mriscribe.detection import Detector, Finding
+    from mriscribe.imaging import Slice
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from mriscribe.detection import load_detector
+
+    detector = load_detector(
+        args.model, conf_threshold=args.conf, iou_threshold=args.iou, threads=args.threads
+    )
+    paths: list[Path] = list(args.images)
+    results: list[dict[str, object]] = []
+    # Decode and detect in small batches: bounded memory, and one bad file costs only itself.
+    for start in range(0, len(paths), args.batch):
+        results.extend(_detect_batch(detector, paths[start : start + args.batch]))
+    failed = sum(1 for item in results if "error" in item)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        try:
+            _write_atomically(args.json, text + "\n")
+        except OSError as exc:
+            raise OutputError(str(args.json), f"cannot be written ({exc.strerror})") from None
+    return 1 if failed else 0
+
+
+def _detect_batch(detector: Detector, paths: list[Path]) -> list[dict[str, object]]:
+    """Results for ``paths`` in order: detections, or an error naming the file."""
+    from mriscribe.imaging import read_raster
+
+    results: list[dict[str, object]] = []
+    slices: dict[int, Slice] = {}
+    for index, path in enumerate(paths):
+        try:
+            slices[index] = read_raster(path)
+            results.append({"filename": str(path), "detections": []})
+        except MriscribeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            results.append({"filename": str(path), "error": str(exc)})
+    if not slices:
+        return results
+    found: list[list[Finding] | None]
+    try:
+        found = list(detector.detect([s.pixels for s in slices.values()]))
+    except Exception:  # retried image by image below, to name the culprit
+        found = []
+        for index, image in slices.items():
+            try:
+                found.extend(detector.detect([image.pixels]))
+            except Exception as exc:  # reported per file, never as a traceback
+                message = f"{image.name}: detection failed ({type(exc).__name__}: {exc})"
+                print(f"error: {message}", file=sys.stderr)
+                results[index] = {"filename": image.name, "error": message}
+                found.append(None)
+    for index, findings in zip(slices, found, strict=True):
+        if findings is not None:
+            results[index]["detections"] = [finding.as_dict() for finding in findings]
+    return results
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, so a failure never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mriscribe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mriscribe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    detect = commands.add_parser(
+        "detect",
+        help="find tumours in images and print them as JSON",
+        description="Find tumours in PNG/JPEG images; prints, per image, its detections in "
+        "pixel coordinates of the original image.",
+    )
+    detect.add_argument("images", nargs="+", type=Path, help="image files")
+    detect.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a YOLO detection model (.onnx, or .pt with the 'train' extra); "
+        "default: the shipped model",
+    )
+    detect.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
+    detect.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    detect.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    detect.add_argument("--batch", type=int, default=8, help="images per inference batch")
+    detect.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    detect.set_defaults(handler=_detect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch", 1) < 1:
+        print(f"error: --batch must be at least 1, got {args.batch}", file=sys.stderr)
+        return 2
+    for name in ("conf", "iou"):
+        value = getattr(args, name, None)
+        if value is not None and not 0.0 <= value <= 1.0:
+            print(f"error: --{name} must be between 0 and 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        return int(args.handler(args))
+    except MriscribeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last guard: a message, never a traceback
+        logging.getLogger("mriscribe").debug("unexpected failure", exc_info=True)
+        print(f"error: unexpected failure ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

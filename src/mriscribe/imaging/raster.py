@@ -1,0 +1,122 @@
+"""Decoding PNG and JPEG files into slices, with guards against broken and oversized files."""
+
+from __future__ import annotations
+
+import io
+import stat
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mriscribe.errors import InputError, LimitError
+
+# Formats sniffed from the first bytes, never from the file name.
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+}
+
+DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One 2-D image ready for detection: RGB uint8 pixels (H, W, 3) and where they came from."""
+
+    name: str
+    pixels: np.ndarray
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def sniff_raster(data: bytes) -> str | None:
+    """Name the raster format of ``data`` from its magic bytes, or None if it is not one we read."""
+    for magic, name in _MAGIC.items():
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def decode_raster(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Slice:
+    """Decode PNG or JPEG ``data`` into an RGB slice; ``name`` is used in error messages."""
+    if not data:
+        raise InputError(name, "the file is empty")
+    kind = sniff_raster(data)
+    if kind is None:
+        raise InputError(name, "not a PNG or JPEG image (unrecognised file content)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns, then raises, on decompression bombs; we check the size ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise LimitError(
+                        name,
+                        f"image is {width}x{height} pixels, more than the limit of "
+                        f"{max_pixels:,} pixels (possible decompression bomb)",
+                    )
+                image.load()
+                # Boxes must match what a viewer shows, so honour the EXIF orientation.
+                pixels = _to_rgb(ImageOps.exif_transpose(image))
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise LimitError(
+            name,
+            f"image is larger than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+            "(possible decompression bomb)",
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(name, f"the {kind} data is truncated or corrupt ({exc})") from None
+    return Slice(name=name, pixels=pixels, meta={"format": kind})
+
+
+def read_raster(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Slice:
+    """Read and decode one image file from disk (regular files only, at most ``max_bytes``)."""
+    name = str(path)
+    try:
+        status = path.stat()
+        if stat.S_ISDIR(status.st_mode):
+            raise InputError(name, "is a folder, not an image file")
+        if not stat.S_ISREG(status.st_mode):
+            raise InputError(name, "is not a regular file")
+        if status.st_size > max_bytes:
+            raise LimitError(
+                name, f"file is {status.st_size:,} bytes, more than the limit of {max_bytes:,}"
+            )
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise InputError(name, "no such file") from None
+    except OSError as exc:
+        raise InputError(name, f"cannot be read ({exc.strerror})") from None
+    if len(data) > max_bytes:  # grew while we read it
+        raise LimitError(name, f"file is larger than the limit of {max_bytes:,} bytes")
+    return decode_raster(data, name, max_pixels=max_pixels)
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode (grey 8/16 bit, palette, RGBA, ...) to RGB uint8."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        low, high = np.percentile(array, (0.5, 99.5))
+        scale = 255.0 / (high - low) if high > low else 1.0
+        grey = np.clip((array - low) * scale, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)

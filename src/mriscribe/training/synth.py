@@ -1,0 +1,313 @@
+"""Synthetic brain-tumour MRI data set in YOLO format, built from real packaged brain MRI.
+
+    python -m mriscribe.training.synth --out DIR --n N --seed S
+
+writes DIR/images/{train,val,test}, DIR/labels/{train,val,test} and DIR/dataset.yaml with the
+classes Glioma, Meningioma, No Tumor, Pituitary (the public brain-tumour data set's order).
+Train and val use training anatomy only; test uses anatomy training never saw (see anatomy.py).
+Each image depends only on (seed, split, index), so any worker count gives the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from mriscribe.training.anatomy import Anatomy, load_split
+from mriscribe.training.contrast import MODALITIES, MODALITY_WEIGHTS, acquire, add_skull, compose
+from mriscribe.training.lesions import DIAMETER_MM, LESIONS, SliceMaps
+
+CLASS_NAMES = ("Glioma", "Meningioma", "No Tumor", "Pituitary")
+SPLITS = ("train", "val", "test")
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+
+_ANATOMY: dict[str, list[Anatomy]] = {}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One rendered image with its label."""
+
+    image: np.ndarray  # uint8 (size, size)
+    class_id: int
+    box: tuple[float, float, float, float] | None  # x1, y1, x2, y2 in pixels
+    meta: dict[str, object]
+
+
+def extract(anatomy: Anatomy, orientation: str, index: int) -> SliceMaps:
+    """One slice of ``anatomy`` at ``index`` along ``orientation``, superior/anterior up."""
+
+    def cut(volume: np.ndarray) -> np.ndarray:
+        if orientation == "axial":
+            plane = volume[:, :, index]
+        elif orientation == "coronal":
+            plane = volume[:, index, :]
+        else:
+            plane = volume[index, :, :]
+        return np.ascontiguousarray(plane.T[::-1])
+
+    sella, offset = None, 0.0
+    if anatomy.sella_vox is not None:
+        sx, sy, sz = anatomy.sella_vox
+        _nx, ny, nz = anatomy.t1.shape
+        if orientation == "axial":
+            sella, offset = (ny - 1 - sy, sx), index - sz
+        elif orientation == "coronal":
+            sella, offset = (nz - 1 - sz, sx), index - sy
+        else:
+            sella, offset = (nz - 1 - sz, sy), index - sx
+        if abs(offset) > 20:
+            sella = None
+    return SliceMaps(
+        t1=cut(anatomy.t1),
+        gm=cut(anatomy.gm),
+        wm=cut(anatomy.wm),
+        csf=cut(anatomy.csf),
+        brain=cut(anatomy.brain),
+        head=cut(anatomy.head),
+        sella=sella,
+        sella_offset=offset,
+    )
+
+
+def deform(maps: SliceMaps, rng: np.random.Generator) -> SliceMaps:
+    """Make the slice look like another head: anisotropic scaling and a smooth elastic warp."""
+    shape = maps.t1.shape
+    centre = np.array(shape, dtype=np.float64) / 2
+    scale = rng.uniform(0.88, 1.12, 2)
+    smooth = rng.uniform(12.0, 24.0)
+    amplitude = rng.uniform(1.5, 6.0)
+    displacement = []
+    for _ in range(2):
+        field_ = ndimage.gaussian_filter(rng.standard_normal(shape), smooth)
+        displacement.append(field_ / (np.abs(field_).max() + 1e-9) * amplitude)
+    grid = np.indices(shape, dtype=np.float64)
+    coords = np.stack(
+        [centre[i] + (grid[i] - centre[i]) / scale[i] + displacement[i] for i in range(2)]
+    )
+
+    def warp(array: np.ndarray) -> np.ndarray:
+        return ndimage.map_coordinates(
+            array.astype(np.float32), coords, order=1, mode="constant", cval=0.0
+        )
+
+    maps.t1, maps.gm, maps.wm, maps.csf = (warp(a) for a in (maps.t1, maps.gm, maps.wm, maps.csf))
+    maps.brain = warp(maps.brain) > 0.5
+    maps.head = warp(maps.head) > 0.5
+    if maps.sella is not None:
+        point = np.array(maps.sella)
+        index = tuple(int(np.clip(round(v), 0, n - 1)) for v, n in zip(point, shape, strict=True))
+        shift = np.array([displacement[0][index], displacement[1][index]])
+        moved = centre + (point - shift - centre) * scale
+        maps.sella = (float(moved[0]), float(moved[1]))
+    return maps
+
+
+def _slice_range(anatomy: Anatomy, orientation: str) -> tuple[int, int]:
+    axis = {"sagittal": (1, 2), "coronal": (0, 2), "axial": (0, 1)}[orientation]
+    area = anatomy.brain.sum(axis=axis)
+    keep = np.nonzero(area > 0.35 * area.max())[0]
+    return int(keep[0]), int(keep[-1])
+
+
+def _choose_slice(
+    anatomies: list[Anatomy], label: str, rng: np.random.Generator
+) -> tuple[Anatomy, str, int]:
+    if label == "Pituitary":
+        pool = [a for a in anatomies if a.sella_vox is not None]
+        anatomy = pool[rng.integers(len(pool))]
+        orientation = str(rng.choice(ORIENTATIONS, p=[0.3, 0.35, 0.35]))
+        sx, sy, sz = anatomy.sella_vox  # type: ignore[misc]
+        centre = {"axial": sz, "coronal": sy, "sagittal": sx}[orientation]
+        spread = 5 if orientation == "coronal" else 4
+        return anatomy, orientation, round(centre + rng.uniform(-spread, spread))
+    anatomy = anatomies[rng.integers(len(anatomies))]
+    orientation = str(rng.choice(ORIENTATIONS, p=[0.45, 0.3, 0.25]))
+    low, high = _slice_range(anatomy, orientation)
+    if orientation == "sagittal":
+        # Keep off the exact midline so one hemisphere carries the lesion.
+        return anatomy, orientation, int(rng.integers(low, high + 1))
+    return anatomy, orientation, int(rng.integers(low, high + 1))
+
+
+def _geometry(
+    shape: tuple[int, int], head: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affine (matrix, offset) mapping output pixels to slice pixels: zoom, rotate, shift, flip."""
+    rows, cols = np.nonzero(head)
+    centre = np.array([(rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2])
+    extent = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    scale = extent * rng.uniform(1.0, 1.35) / size  # slice pixels per output pixel
+    angle = np.deg2rad(rng.uniform(-15, 15))
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    matrix = rot @ np.diag([scale, scale * flip])
+    shift = rng.uniform(-0.06, 0.06, 2) * extent
+    offset = centre + shift - matrix @ np.array([size / 2, size / 2])
+    return matrix, offset
+
+
+def render(
+    anatomies: list[Anatomy], label: str, rng: np.random.Generator, size: int
+) -> Sample | None:
+    """Render one image of ``label``; None when the drawn slice cannot hold that lesion."""
+    anatomy, orientation, index = _choose_slice(anatomies, label, rng)
+    maps = extract(anatomy, orientation, index)
+    if rng.random() < 0.8:
+        maps = deform(maps, rng)
+    if maps.brain.sum() < 500:
+        return None
+    skull_layer = None
+    if anatomy.has_skull:
+        if rng.random() < 0.25:
+            maps.head = maps.brain.copy()  # skull-stripped look
+    elif rng.random() < 0.65:
+        skull_layer = add_skull(maps, rng)
+    else:
+        maps.head = maps.brain.copy()
+    diameter = None
+    if label in LESIONS:
+        low, high = DIAMETER_MM[label]
+        diameter = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        if not LESIONS[label](maps, rng, diameter):
+            return None
+        if skull_layer is not None:
+            skull_layer = skull_layer * (1 - maps.lesion)
+    modality = str(rng.choice(MODALITIES, p=MODALITY_WEIGHTS))
+    image = compose(maps, modality, label, rng, skull_layer)
+    target = maps.lesion if maps.lesion is not None else maps.brain.astype(np.float32)
+
+    matrix, offset = _geometry(image.shape, maps.head | (target > 0.5), size, rng)
+    warped = ndimage.affine_transform(image, matrix, offset, output_shape=(size, size), order=1)
+    mask = ndimage.affine_transform(target, matrix, offset, output_shape=(size, size), order=1)
+    rows, cols = np.nonzero(mask > 0.5)
+    if rows.size < 4:
+        return None
+    box = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
+    pixels = acquire(warped, rng)
+    meta = {
+        "anatomy": anatomy.name,
+        "orientation": orientation,
+        "slice": index,
+        "modality": modality,
+        "diameter_mm": diameter,
+    }
+    return Sample(pixels, CLASS_NAMES.index(label), box, meta)
+
+
+def _init_worker(split: str) -> None:
+    anatomy_split = "test" if split == "test" else "train"
+    _ANATOMY[split] = load_split(anatomy_split)
+
+
+def make_sample(seed: int, split: str, index: int, size: int) -> Sample:
+    """The sample at ``index`` of ``split``: a pure function of its arguments."""
+    anatomies = _ANATOMY.get(split)
+    if anatomies is None:
+        _init_worker(split)
+        anatomies = _ANATOMY[split]
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    label = CLASS_NAMES[index % len(CLASS_NAMES)]
+    for _ in range(50):
+        sample = render(anatomies, label, rng, size)
+        if sample is not None:
+            return sample
+    raise RuntimeError(f"could not place a {label} lesion for sample {index}")
+
+
+def _write(job: tuple[Path, int, str, int, int]) -> dict[str, object]:
+    out, seed, split, index, size = job
+    sample = make_sample(seed, split, index, size)
+    rng = np.random.default_rng([seed, SPLITS.index(split), index, 1])
+    stem = f"{split}_{index:06d}"
+    image = Image.fromarray(sample.image)
+    if rng.random() < 0.4:
+        # JPEG artefacts, as in the public data set's images.
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(rng.integers(45, 96)))
+        (out / "images" / split / f"{stem}.jpg").write_bytes(buffer.getvalue())
+    else:
+        image.save(out / "images" / split / f"{stem}.png", optimize=False)
+    x1, y1, x2, y2 = sample.box  # type: ignore[misc]
+    line = (
+        f"{sample.class_id} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} "
+        f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}\n"
+    )
+    (out / "labels" / split / f"{stem}.txt").write_text(line)
+    return {"file": stem, "class": CLASS_NAMES[sample.class_id], **sample.meta}
+
+
+def write_dataset(out: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> Path:
+    """Write the data set under ``out``; returns the path of dataset.yaml."""
+    out.mkdir(parents=True, exist_ok=True)
+    for split, count in counts.items():
+        for kind in ("images", "labels"):
+            folder = out / kind / split
+            if count > 0 and folder.is_dir() and any(folder.iterdir()):
+                raise FileExistsError(
+                    f"{folder} already holds files; choose an empty --out so the data set "
+                    "matches its seed"
+                )
+    anatomy_used: set[str] = set()
+    for split, count in counts.items():
+        if count <= 0:
+            continue
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        jobs = [(out, seed, split, i, size) for i in range(count)]
+        if workers > 1:
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(split,)) as pool:
+                records = pool.map(_write, jobs, chunksize=8)
+        else:
+            records = [_write(job) for job in jobs]
+        with (out / f"{split}_meta.jsonl").open("w") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+        anatomy_used.update(str(record["anatomy"]) for record in records)
+        print(f"{split}: {count} images", file=sys.stderr)
+    yaml_path = out / "dataset.yaml"
+    names = "\n".join(f"  {i}: {name}" for i, name in enumerate(CLASS_NAMES))
+    yaml_path.write_text(
+        f"# mriscribe synthetic data, seed {seed}, anatomy: {', '.join(sorted(anatomy_used))}\n"
+        f"path: {out.resolve()}\ntrain: images/train\nval: images/val\ntest: images/test\n"
+        f"names:\n{names}\n"
+    )
+    return yaml_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--n", type=int, required=True, help="number of training images")
+    parser.add_argument("--n-val", type=int, default=None, help="validation images (n/8)")
+    parser.add_argument("--n-test", type=int, default=None, help="held-out test images (n/5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
+    parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    args = parser.parse_args(argv)
+    counts = {
+        "train": args.n,
+        "val": args.n // 8 if args.n_val is None else args.n_val,
+        "test": args.n // 5 if args.n_test is None else args.n_test,
+    }
+    try:
+        path = write_dataset(args.out, counts, args.seed, args.size, args.workers)
+    except (FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

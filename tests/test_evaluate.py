@@ -1,0 +1,59 @@
+"""The mAP arithmetic of the evaluation command, on hand-built predictions."""
+
+import numpy as np
+import pytest
+
+from mriscribe.training.evaluate import average_precision, evaluate
+
+BOX = np.array([10.0, 10.0, 50.0, 50.0])
+
+
+def test_perfect_predictions_score_one():
+    truths = [[(0, BOX)], [(1, BOX + 5)]]
+    predictions = [[(0, 0.9, BOX)], [(1, 0.8, BOX + 5)]]
+    ap = evaluate(predictions, truths, 2)
+    np.testing.assert_allclose(ap, 1.0)
+
+
+def test_missed_object_halves_recall():
+    truths = [[(0, BOX)], [(0, BOX)]]
+    predictions = [[(0, 0.9, BOX)], []]
+    ap = evaluate(predictions, truths, 1)
+    np.testing.assert_allclose(ap[0], 51 / 101)  # COCO samples recall 0, 0.01, ..., 0.5 at P=1
+
+
+def test_wrong_class_scores_zero_and_loose_box_fails_strict_thresholds():
+    truths = [[(0, BOX)]]
+    assert evaluate([[(1, 0.9, BOX)]], truths, 2)[0].max() == 0.0
+    loose = BOX + np.array([0, 0, 10, 0])  # IoU 40/50 = 0.8
+    ap = evaluate([[(0, 0.9, loose)]], truths, 1)[0]
+    assert ap[:7].min() == 1.0  # thresholds 0.50 .. 0.80
+    assert ap[7:].max() == 0.0  # 0.85 .. 0.95
+
+
+def test_duplicate_detection_is_a_false_positive():
+    truths = [[(0, BOX)]]
+    ap = evaluate([[(0, 0.9, BOX), (0, 0.8, BOX)]], truths, 1)[0]
+    np.testing.assert_allclose(ap, 1.0)  # the duplicate ranks after the hit: recall already 1
+    ap = evaluate([[(0, 0.7, BOX), (0, 0.8, BOX + 100)]], truths, 1)[0]
+    np.testing.assert_allclose(ap, 0.5)  # a confident miss first halves precision at the hit
+
+
+def test_average_precision_envelope_at_101_recall_points():
+    recall, precision = np.array([0.5, 1.0]), np.array([1.0, 0.5])
+    assert average_precision(recall, precision) == pytest.approx((51 + 50 * 0.5) / 101)
+    # The envelope lifts a dip: precision 0.4 then 0.6 reads as 0.6 all the way.
+    assert average_precision(np.array([0.5, 1.0]), np.array([0.4, 0.6])) == pytest.approx(0.6)
+
+
+def test_class_without_ground_truth_is_left_out():
+    ap = evaluate([[(0, 0.9, BOX)]], [[(0, BOX)]], 3)
+    assert np.isnan(ap[1]).all() and np.isnan(ap[2]).all()
+    np.testing.assert_allclose(ap[0], 1.0)
+
+
+def test_second_object_matches_when_the_first_is_taken():
+    other = BOX + np.array([5, 0, 5, 0])  # overlaps BOX with IoU 0.78
+    truths = [[(0, BOX), (0, other)]]
+    predictions = [[(0, 0.9, BOX), (0, 0.8, BOX + np.array([4, 0, 4, 0]))]]
+    np.testing.assert_allclose(evaluate(predictions, truths, 1)[0, :5], 1.0)

@@ -1,0 +1,94 @@
+"""The synthetic data generator: deterministic, YOLO-format, split by anatomy."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nibabel", reason="the 'synth' extra is not installed")
+pytest.importorskip("scipy", reason="the 'synth' extra is not installed")
+
+from mriscribe.training.anatomy import SOURCES
+from mriscribe.training.synth import CLASS_NAMES, make_sample, write_dataset
+
+
+def _installed(split: str) -> bool:
+    return any(s.available() for s in SOURCES if s.split == split)
+
+
+needs_anatomy = pytest.mark.skipif(
+    not (_installed("train") and _installed("test")),
+    reason="packaged anatomy missing: apt-get install mricron-data insighttoolkit5-examples; "
+    "pip install nilearn",
+)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "dataset.yaml"
+    }
+
+
+@needs_anatomy
+def test_same_seed_same_files_whatever_the_worker_count(tmp_path: Path):
+    counts = {"train": 8, "val": 0, "test": 4}
+    write_dataset(tmp_path / "a", counts, seed=3, size=128, workers=1)
+    write_dataset(tmp_path / "b", counts, seed=3, size=128, workers=2)
+    write_dataset(tmp_path / "c", counts, seed=4, size=128, workers=1)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+@needs_anatomy
+def test_refuses_to_mix_with_an_earlier_data_set(tmp_path: Path):
+    write_dataset(tmp_path, {"train": 2}, seed=1, size=64, workers=1)
+    before = _digest(tmp_path)
+    with pytest.raises(FileExistsError, match="already holds files"):
+        write_dataset(tmp_path, {"train": 2}, seed=2, size=64, workers=1)
+    assert _digest(tmp_path) == before
+    assert "anatomy: " in (tmp_path / "dataset.yaml").read_text()
+
+
+@needs_anatomy
+def test_labels_are_yolo_format_and_classes_balanced(tmp_path: Path):
+    yaml_path = write_dataset(tmp_path, {"train": 8}, seed=1, size=128, workers=1)
+    text = yaml_path.read_text()
+    assert "train: images/train" in text and "3: Pituitary" in text
+    classes = []
+    for label in sorted((tmp_path / "labels" / "train").glob("*.txt")):
+        lines = label.read_text().splitlines()
+        assert len(lines) == 1
+        cls, cx, cy, w, h = lines[0].split()
+        classes.append(int(cls))
+        assert all(0.0 < float(v) <= 1.0 for v in (cx, cy, w, h))
+        image = next((tmp_path / "images" / "train").glob(label.stem + ".*"))
+        assert image.suffix in (".png", ".jpg")
+    assert sorted(classes) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+@needs_anatomy
+def test_test_split_uses_only_anatomy_training_never_sees():
+    train = {make_sample(0, "train", i, 96).meta["anatomy"] for i in range(12)}
+    test = {make_sample(0, "test", i, 96).meta["anatomy"] for i in range(8)}
+    assert test == {"colin27"}
+    assert "colin27" not in train
+
+
+@needs_anatomy
+def test_lesions_are_sized_in_millimetres_and_boxed():
+    for index, label in enumerate(CLASS_NAMES):
+        sample = make_sample(5, "train", index, 256)
+        assert CLASS_NAMES[sample.class_id] == label
+        x1, y1, x2, y2 = sample.box
+        assert 0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256
+        if label == "No Tumor":
+            assert sample.meta["diameter_mm"] is None
+            assert (x2 - x1) > 100  # the whole brain
+        else:
+            assert 5.0 <= sample.meta["diameter_mm"] <= 60.0
+            # The box is the lesion, not the slice.
+            assert (x2 - x1) < 200 and (y2 - y1) < 200
+        assert sample.image.dtype == np.uint8 and sample.image.std() > 10
