@@ -5,35 +5,29 @@ class MriscribeError(Exception):
     """Base of every error that is meant to be shown to a user as it is."""
 
 
-class InputError(MriscribeError):
-    """An input file is empty, truncated, of an unsupported type or otherwise unreadable."""
+class FileProblemError(MriscribeError):
+    """An error about one file or path: the message starts with it."""
 
-    def __init__(self, source: str, problem: str) -> None:
-        self.source = source
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
         self.problem = problem
-        super().__init__(f"{source}: {problem}")
+        super().__init__(f"{path}: {problem}")
+
+
+class InputError(FileProblemError):
+    """An input file is empty, truncated, of an unsupported type or otherwise unreadable."""
 
 
 class LimitError(InputError):
     """An input is larger than a configured limit (bytes, pixels, count)."""
 
 
-class OutputError(MriscribeError):
+class OutputError(FileProblemError):
     """An output (JSON, PDF) cannot be written where it was asked for."""
 
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
-
-class ModelError(MriscribeError):
+class ModelError(FileProblemError):
     """A model file is missing, corrupt, or not the kind of model that was expected."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 class MissingExtraError(MriscribeError):
