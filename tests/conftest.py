@@ -16,7 +16,12 @@ HELDOUT = FIXTURES / "heldout"
 
 @pytest.fixture(scope="session")
 def heldout_cases() -> list[dict]:
-    """Colin27 slices (anatomy the model never trained on) with their true class and box."""
+    """Colin27 slices (anatomy the model never trained on) with their true class and box.
+
+    Made by ``make_sample(7, "test", index)``, taking for each class the first three typical,
+    clearly visible cases: contrast-enhanced T1 (the public data set's main sequence) with a
+    lesion of at least 15 mm, and any normal slice. Chosen by those criteria alone.
+    """
     return json.loads((HELDOUT / "labels.json").read_text())
 
 

@@ -110,7 +110,8 @@ def export(weights: Path, imgsz: int, out: Path) -> Path:
         )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(exported, out)
+    if exported.resolve() != out.resolve():
+        shutil.copyfile(exported, out)
     _describe(out)
     return out
 
