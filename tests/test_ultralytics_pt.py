@@ -16,7 +16,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "mriscribe-yolov8n.pt
 
 
 def test_pt_model_agrees_with_its_onnx_export(detector, heldout_cases):
-    pt = load_detector(WEIGHTS)
+    pt = load_detector(WEIGHTS, imgsz=detector.info.input_size[0])
     assert pt.info.backend == "ultralytics"
     assert pt.info.class_names == detector.info.class_names
     images = [read_raster(HELDOUT / c["file"]).pixels for c in heldout_cases[:6]]

@@ -15,9 +15,11 @@ def load_detector(
     conf_threshold: float = 0.25,
     iou_threshold: float = 0.45,
     threads: int = 0,
+    imgsz: int | None = None,
 ) -> Detector:
     """Load ``path`` (default: the shipped model): ``.onnx`` on ONNX Runtime, ``.pt`` through
-    Ultralytics (needs the ``train`` extra). Raises ModelError naming the path on failure."""
+    Ultralytics (needs the ``train`` extra; ``imgsz`` overrides the size it was trained at).
+    Raises ModelError naming the path on failure."""
     model_path = Path(path) if path else DEFAULT_MODEL
     if not model_path.exists():
         raise ModelError(str(model_path), "model file not found")
@@ -33,7 +35,7 @@ def load_detector(
     if suffix == ".pt" or head == b"PK\x03\x04":
         from mriscribe.detection.ultralytics import UltralyticsDetector
 
-        return UltralyticsDetector(model_path, conf_threshold, iou_threshold)
+        return UltralyticsDetector(model_path, conf_threshold, iou_threshold, imgsz=imgsz)
     if suffix not in (".onnx", ""):
         raise ModelError(
             str(model_path), f"unsupported model type '{suffix}': expected .onnx or .pt"
