@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from mriscribe.training.lesions import SliceMaps
+from mriscribe.training.lesions import COMPONENTS, SliceMaps
 
 MODALITIES = ("T1", "T1CE", "T2", "FLAIR")
 MODALITY_WEIGHTS = (0.2, 0.45, 0.2, 0.15)  # the public data set is mostly contrast-enhanced T1
@@ -105,7 +105,7 @@ def compose(
             values["solid"] = SOLID[label][modality]
         if maps.lesion is not None:
             _keep_conspicuous(image, maps, values, rng)
-        for name in ("oedema", "solid", "enhancing", "necrosis", "cyst", "tail"):
+        for name in COMPONENTS:
             weight = maps.components.get(name)
             if weight is None or not weight.any():
                 continue

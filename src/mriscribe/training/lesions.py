@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-# Component names that the contrast step knows how to colour.
-COMPONENTS = ("solid", "enhancing", "necrosis", "oedema", "cyst", "tail")
+# Component names that the contrast step knows how to colour, painted in this order.
+COMPONENTS = ("oedema", "solid", "enhancing", "necrosis", "cyst", "tail")
 
 
 @dataclass
@@ -31,20 +31,6 @@ class SliceMaps:
     sella_offset: float = 0.0  # mm between this plane and the sella
     components: dict[str, np.ndarray] = field(default_factory=dict)
     lesion: np.ndarray | None = None  # float mask of the tumour itself (what the box covers)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        maps = {
-            "t1": self.t1,
-            "gm": self.gm,
-            "wm": self.wm,
-            "csf": self.csf,
-            "brain": self.brain.astype(np.float32),
-            "head": self.head.astype(np.float32),
-        }
-        maps.update({f"c_{k}": v for k, v in self.components.items()})
-        if self.lesion is not None:
-            maps["lesion"] = self.lesion
-        return maps
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:

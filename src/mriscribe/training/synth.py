@@ -133,9 +133,6 @@ def _choose_slice(
     anatomy = anatomies[rng.integers(len(anatomies))]
     orientation = str(rng.choice(ORIENTATIONS, p=[0.45, 0.3, 0.25]))
     low, high = _slice_range(anatomy, orientation)
-    if orientation == "sagittal":
-        # Keep off the exact midline so one hemisphere carries the lesion.
-        return anatomy, orientation, int(rng.integers(low, high + 1))
     return anatomy, orientation, int(rng.integers(low, high + 1))
 
 
