@@ -32,6 +32,18 @@ class SliceMaps:
     components: dict[str, np.ndarray] = field(default_factory=dict)
     lesion: np.ndarray | None = None  # float mask of the tumour itself (what the box covers)
 
+    def resample(self, coords: np.ndarray, mode: str) -> None:
+        """Move the anatomy: each output pixel takes the tissue at ``coords`` (2, H, W)."""
+
+        def warp(array: np.ndarray) -> np.ndarray:
+            return ndimage.map_coordinates(array.astype(np.float32), coords, order=1, mode=mode)
+
+        self.t1, self.gm, self.wm, self.csf = (
+            warp(a) for a in (self.t1, self.gm, self.wm, self.csf)
+        )
+        self.brain = warp(self.brain) > 0.5
+        self.head = warp(self.head) > 0.5
+
 
 def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Smooth random texture with zero mean and unit spread."""
@@ -88,15 +100,7 @@ def mass_effect(
     rho = np.hypot(dy, dx) + 1e-6
     factor = 1.0 - strength * np.exp(-((rho / (1.6 * radius_px)) ** 2))
     coords = np.stack([centre[0] + dy * factor, centre[1] + dx * factor])
-
-    def warp(array: np.ndarray, order: int = 1) -> np.ndarray:
-        return ndimage.map_coordinates(
-            array.astype(np.float32), coords, order=order, mode="nearest"
-        )
-
-    maps.t1, maps.gm, maps.wm, maps.csf = (warp(a) for a in (maps.t1, maps.gm, maps.wm, maps.csf))
-    maps.brain = warp(maps.brain) > 0.5
-    maps.head = warp(maps.head) > 0.5
+    maps.resample(coords, mode="nearest")
     return maps
 
 

@@ -94,15 +94,7 @@ def deform(maps: SliceMaps, rng: np.random.Generator) -> SliceMaps:
     coords = np.stack(
         [centre[i] + (grid[i] - centre[i]) / scale[i] + displacement[i] for i in range(2)]
     )
-
-    def warp(array: np.ndarray) -> np.ndarray:
-        return ndimage.map_coordinates(
-            array.astype(np.float32), coords, order=1, mode="constant", cval=0.0
-        )
-
-    maps.t1, maps.gm, maps.wm, maps.csf = (warp(a) for a in (maps.t1, maps.gm, maps.wm, maps.csf))
-    maps.brain = warp(maps.brain) > 0.5
-    maps.head = warp(maps.head) > 0.5
+    maps.resample(coords, mode="constant")
     if maps.sella is not None:
         point = np.array(maps.sella)
         index = tuple(int(np.clip(round(v), 0, n - 1)) for v, n in zip(point, shape, strict=True))
