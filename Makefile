@@ -14,11 +14,11 @@ install: install-system
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
-	$(PIP) install --quiet -e '.[dev,synth,train]'
+	$(PIP) install --quiet -e '.[dev,dicom,synth,train]'
 
 install-system:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv mricron-data insighttoolkit5-examples
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils
 
 test: lint
 	$(VENV)/bin/python -m pytest

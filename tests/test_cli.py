@@ -49,7 +49,7 @@ def test_bad_files_are_named_and_the_rest_still_processed(tmp_path: Path, heldou
     result = run("detect", str(empty), str(good), str(text), str(truncated))
     assert result.returncode == 1
     assert "empty.png: the file is empty" in result.stderr
-    assert "report.jpg: not a PNG or JPEG image" in result.stderr
+    assert "report.jpg: not a PNG, JPEG or TIFF image" in result.stderr
     assert "truncated.png: the PNG data is truncated or corrupt" in result.stderr
     assert "Traceback" not in result.stderr
     printed = json.loads(result.stdout)

@@ -56,7 +56,7 @@ def test_empty_file_names_the_file():
 
 
 def test_non_image_names_the_file():
-    with pytest.raises(InputError, match=r"notes\.png: not a PNG or JPEG"):
+    with pytest.raises(InputError, match=r"notes\.png: not a PNG, JPEG or TIFF"):
         decode_raster(b"patient notes, not pixels", "notes.png")
 
 

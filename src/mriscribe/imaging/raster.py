@@ -1,60 +1,41 @@
-"""Decoding PNG and JPEG files into slices, with guards against broken and oversized files."""
+"""Decoding PNG, JPEG and TIFF files into slices, with guards against broken and oversized files."""
 
 from __future__ import annotations
 
 import io
 import stat
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging.slices import Slice
+from mriscribe.imaging.sniff import sniff
 
-# Formats sniffed from the first bytes, never from the file name.
-_MAGIC = {
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"\xff\xd8\xff": "JPEG",
-}
+RASTER_FORMATS = ("PNG", "JPEG", "TIFF")
 
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Slice:
-    """One 2-D image ready for detection: RGB uint8 pixels (H, W, 3) and where they came from."""
-
-    name: str
-    pixels: np.ndarray
-    meta: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-
 def sniff_raster(data: bytes) -> str | None:
     """Name the raster format of ``data`` from its magic bytes, or None if it is not one we read."""
-    for magic, name in _MAGIC.items():
-        if data.startswith(magic):
-            return name
-    return None
+    kind = sniff(data)
+    return kind if kind in RASTER_FORMATS else None
 
 
 def decode_raster(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Slice:
-    """Decode PNG or JPEG ``data`` into an RGB slice; ``name`` is used in error messages."""
+    """Decode PNG, JPEG or TIFF ``data`` into an RGB slice (a multi-page TIFF: its first page).
+
+    ``name`` is used in error messages.
+    """
     if not data:
         raise InputError(name, "the file is empty")
     kind = sniff_raster(data)
     if kind is None:
-        raise InputError(name, "not a PNG or JPEG image (unrecognised file content)")
+        raise InputError(name, "not a PNG, JPEG or TIFF image (unrecognised file content)")
     try:
         with warnings.catch_warnings():
             # Pillow warns, then raises, on decompression bombs; we check the size ourselves.

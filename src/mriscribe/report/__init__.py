@@ -1,0 +1,1 @@
+"""From findings to words: the study facts and the report writers."""

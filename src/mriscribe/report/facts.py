@@ -1,0 +1,115 @@
+"""The facts of a study, computed once from the findings and read by every report writer.
+
+The template, a language model's prompt and the verifier all read these, so they can never
+disagree about what was found. Facts hold no pixels and no file names: images are numbered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+# The public brain-tumour data set's negative class; other spellings from users' models too.
+_NEGATIVE_NAMES = {"no tumor", "no tumour", "notumor", "no_tumor", "normal", "negative"}
+
+ImageStatus = Literal["positive", "negative", "no finding"]
+
+
+def is_negative_class(class_name: str) -> bool:
+    """True for a class that means 'no tumour here' (a negative finding, never a tumour)."""
+    return class_name.strip().lower() in _NEGATIVE_NAMES
+
+
+@dataclass(frozen=True)
+class FindingFact:
+    image_number: int
+    class_name: str
+    confidence: float  # 0..1
+    width_mm: float
+    height_mm: float
+    size_estimated: bool
+
+    @property
+    def max_diameter_mm(self) -> float:
+        return max(self.width_mm, self.height_mm)
+
+    @property
+    def confidence_percent(self) -> float:
+        return round(self.confidence * 100, 1)
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    number: int
+    status: ImageStatus
+    tumours: tuple[FindingFact, ...]  # highest confidence first
+    negatives: tuple[FindingFact, ...]
+    spacing_source: str
+    size_estimated: bool
+
+
+@dataclass(frozen=True)
+class StudyFacts:
+    images: tuple[ImageFacts, ...]
+    conf_threshold: float
+
+    @property
+    def image_count(self) -> int:
+        return len(self.images)
+
+    @property
+    def tumours(self) -> tuple[FindingFact, ...]:
+        return tuple(fact for image in self.images for fact in image.tumours)
+
+    @property
+    def positive(self) -> bool:
+        return bool(self.tumours)
+
+    @property
+    def counts_by_class(self) -> dict[str, int]:
+        """Tumour detections per class, classes in order of first appearance by confidence."""
+        counts: dict[str, int] = {}
+        for fact in sorted(self.tumours, key=lambda f: -f.confidence):
+            counts[fact.class_name] = counts.get(fact.class_name, 0) + 1
+        return counts
+
+    @property
+    def classes_detected(self) -> tuple[str, ...]:
+        return tuple(self.counts_by_class)
+
+    @property
+    def positive_images(self) -> tuple[int, ...]:
+        return tuple(image.number for image in self.images if image.status == "positive")
+
+    @property
+    def negative_images(self) -> tuple[int, ...]:
+        return tuple(image.number for image in self.images if image.status == "negative")
+
+    @property
+    def unremarkable_images(self) -> tuple[int, ...]:
+        """Images where the detector found nothing at all above the threshold."""
+        return tuple(image.number for image in self.images if image.status == "no finding")
+
+    @property
+    def sizes_estimated(self) -> bool:
+        return any(fact.size_estimated for fact in self.tumours)
+
+    @property
+    def spacing_sources(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(image.spacing_source for image in self.images))
+
+    @property
+    def largest(self) -> FindingFact | None:
+        return max(self.tumours, key=lambda f: f.max_diameter_mm, default=None)
+
+
+def image_facts(
+    number: int, findings: Sequence[FindingFact], spacing_source: str, size_estimated: bool
+) -> ImageFacts:
+    """Sort one image's findings into tumours and negatives and give the image its status."""
+    ordered = sorted(findings, key=lambda f: -f.confidence)
+    tumours = tuple(f for f in ordered if not is_negative_class(f.class_name))
+    negatives = tuple(f for f in ordered if is_negative_class(f.class_name))
+    status: ImageStatus = "positive" if tumours else "negative" if negatives else "no finding"
+    return ImageFacts(number, status, tumours, negatives, spacing_source, size_estimated)
