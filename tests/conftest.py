@@ -36,3 +36,83 @@ def encode(array: np.ndarray, fmt: str = "PNG", **options: object) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """A real ``mriscribe serve`` process on localhost, its temp folder and its log file."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        import os
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True)
+        self.log_path = root / "server.log"
+        environment = {**os.environ, "TMPDIR": str(self.tmp), **env}
+        environment.pop("MRISCRIBE_CONFIG", None)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mriscribe", "serve", "--port", str(self.port)],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+            try:
+                status = httpx.get(f"{self.url}/health", timeout=2).status_code
+                if status == 200 or (status == 503 and env.get("_EXPECT_UNAVAILABLE")):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not become healthy in 60 s")
+
+    def leftovers(self) -> list[Path]:
+        """Files the server left in its temp folder (there must be none)."""
+        return [p for p in self.tmp.rglob("*")]
+
+    def log_records(self) -> list[dict]:
+        records = []
+        for line in self.log_path.read_text().splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+        return records
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except Exception:
+            self.process.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server_process(tmp_path_factory):
+    server = LiveServer(tmp_path_factory.mktemp("server"), {})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(live_server_process) -> str:
+    """Base URL of a real service on localhost with the default model."""
+    return live_server_process.url

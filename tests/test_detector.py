@@ -160,3 +160,19 @@ def test_unknown_suffix_and_folder(tmp_path: Path):
         load_detector(other)
     with pytest.raises(ModelError, match="is a folder"):
         load_detector(tmp_path)
+
+
+def test_onnx_runtime_telemetry_is_off(tmp_path):
+    """Loading the detector writes no telemetry id anywhere (ONNX Runtime 1.29+ would)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_TELEMETRY_DISABLED"}
+    env.update(TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path / "home"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "home").mkdir()
+    code = "from mriscribe.detection import load_detector; load_detector()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list((tmp_path / "home").rglob("*")) == []

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mriscribe import __version__
-from mriscribe.errors import MriscribeError, OutputError
+from mriscribe.commands import add_commands, write_atomically
+from mriscribe.errors import MriscribeError
 
 if TYPE_CHECKING:
     from mriscribe.detection import Detector, Finding
@@ -35,10 +34,7 @@ def _detect(args: argparse.Namespace) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        try:
-            _write_atomically(args.json, text + "\n")
-        except OSError as exc:
-            raise OutputError(str(args.json), f"cannot be written ({exc.strerror})") from None
+        write_atomically(args.json, (text + "\n").encode())
     return 1 if failed else 0
 
 
@@ -76,19 +72,6 @@ def _detect_batch(detector: Detector, paths: list[Path]) -> list[dict[str, objec
     return results
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, so a failure never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mriscribe", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mriscribe {__version__}")
@@ -114,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch", type=int, default=8, help="images per inference batch")
     detect.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     detect.set_defaults(handler=_detect)
+    add_commands(commands)
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import stat
 import warnings
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging.files import read_input_file
 from mriscribe.imaging.slices import Slice
 from mriscribe.imaging.sniff import sniff
 
@@ -68,26 +68,7 @@ def read_raster(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Slice:
     """Read and decode one image file from disk (regular files only, at most ``max_bytes``)."""
-    name = str(path)
-    try:
-        status = path.stat()
-        if stat.S_ISDIR(status.st_mode):
-            raise InputError(name, "is a folder, not an image file")
-        if not stat.S_ISREG(status.st_mode):
-            raise InputError(name, "is not a regular file")
-        if status.st_size > max_bytes:
-            raise LimitError(
-                name, f"file is {status.st_size:,} bytes, more than the limit of {max_bytes:,}"
-            )
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise InputError(name, "no such file") from None
-    except OSError as exc:
-        raise InputError(name, f"cannot be read ({exc.strerror})") from None
-    if len(data) > max_bytes:  # grew while we read it
-        raise LimitError(name, f"file is larger than the limit of {max_bytes:,} bytes")
-    return decode_raster(data, name, max_pixels=max_pixels)
+    return decode_raster(read_input_file(path, max_bytes), str(path), max_pixels=max_pixels)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -19,11 +19,12 @@ _NIFTI_MAGICS = (b"n+1\x00", b"ni1\x00", b"n+2\x00", b"ni2\x00")
 
 def sniff(data: bytes) -> Format | None:
     """The format of ``data`` from its magic bytes, or None if it is none we read."""
+    # DICOM first: its 128-byte preamble may itself hold a TIFF header (dual-format files).
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "DICOM"
     for magic, name in _RASTER_MAGIC.items():
         if data.startswith(magic):
             return name
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "DICOM"
     if _is_nifti_header(data):
         return "NIFTI"
     if data.startswith(b"\x1f\x8b") and _is_nifti_header(_gunzip_head(data)):

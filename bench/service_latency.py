@@ -1,0 +1,266 @@
+"""Latency, throughput and memory of the mriscribe service, against a prototype-style baseline
+in the same run.
+
+    python bench/service_latency.py [--requests 60] [--load 1000] [--json results.json]
+
+1. A real `mriscribe serve` on localhost (default detector, no LLM): p50/p95 of
+   POST /analyze-json and POST /analyze with one 256x256 PNG, sequential, over HTTP.
+2. The same study rendered two ways in this process, alternating rounds: ours (Pillow
+   annotation + fpdf2 PDF) and the prototype's (a matplotlib figure per image saved to a temp PNG,
+   then FPDF), each after the same detection; the end-to-end and rendering-only ratios.
+3. Load: 8 concurrent clients send --load requests to /analyze-json; requests/s, errors, and the
+   service's RSS after warm-up, after 20% of the requests and at the end (flat = no growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT / "tests" / "fixtures" / "heldout" / "glioma_1.png"
+TARGETS = {"json_p50_ms": 60.0, "pdf_p50_ms": 150.0, "speedup": 5.0, "rps": 20.0, "rss_mb": 400.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mriscribe", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MRISCRIBE_LOG_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("server did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def time_requests(client: httpx.Client, path: str, data: bytes, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = client.post(path, files=[("images", (IMAGE.name, data, "image/png"))])
+        times.append((time.perf_counter() - start) * 1000)
+        response.raise_for_status()
+    return times
+
+
+def prototype_render(analysis: Any) -> bytes:
+    """The prototype's rendering: a matplotlib figure per image saved to a temp PNG, then FPDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fpdf import FPDF
+    from matplotlib import patches
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, "Brain MRI Analysis Report", new_x="LMARGIN", new_y="NEXT")
+    temps = []
+    try:
+        for image in analysis.images:
+            fig, ax = plt.subplots(1, figsize=(8, 8))
+            ax.imshow(image.slice.pixels)
+            for measured in image.findings:
+                box = measured.finding.box
+                ax.add_patch(
+                    patches.Rectangle(
+                        (box.x1, box.y1), box.width, box.height,
+                        linewidth=2, edgecolor="r", facecolor="none",
+                    )
+                )
+                ax.text(
+                    box.x1, box.y1 - 5,
+                    f"{measured.finding.class_name}: {measured.finding.confidence:.2f}",
+                    color="white", fontsize=10, bbox={"facecolor": "red", "alpha": 0.5},
+                )
+            ax.axis("off")
+            handle = tempfile.NamedTemporaryFile(suffix=".png", delete=False)  # noqa: SIM115
+            handle.close()
+            temps.append(handle.name)
+            fig.savefig(handle.name, bbox_inches="tight", dpi=100)
+            plt.close(fig)
+            pdf.add_page()
+            pdf.image(handle.name, x=10, y=20, w=180)
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=11)
+        pdf.multi_cell(0, 6, analysis.report.text.encode("latin-1", "replace").decode("latin-1"))
+        return bytes(pdf.output())
+    finally:
+        for name in temps:
+            os.unlink(name)
+
+
+def compare_rendering(rounds: int) -> dict[str, float]:
+    from mriscribe.render.pdf import render_pdf
+
+    from mriscribe.pipeline import InputFile, analyze
+    from mriscribe.settings import Settings
+
+    settings = Settings()
+    files = [InputFile(IMAGE.name, IMAGE.read_bytes())]
+    analyze(files, settings)  # load the model once
+    ours, base, ours_render, base_render = [], [], [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        analysis = analyze(files, settings, render_images=True)
+        mid = time.perf_counter()
+        render_pdf(analysis)
+        end = time.perf_counter()
+        ours.append((end - start) * 1000)
+        ours_render.append((end - mid) * 1000 + analysis.timings_ms.get("annotate", 0.0))
+
+        start = time.perf_counter()
+        analysis = analyze(files, settings)
+        mid = time.perf_counter()
+        prototype_render(analysis)
+        end = time.perf_counter()
+        base.append((end - start) * 1000)
+        base_render.append((end - mid) * 1000)
+    med = statistics.median
+    return {
+        "ours_end_to_end_p50_ms": med(ours),
+        "prototype_end_to_end_p50_ms": med(base),
+        "end_to_end_speedup": med(base) / med(ours),
+        "ours_render_p50_ms": med(ours_render),
+        "prototype_render_p50_ms": med(base_render),
+        "render_speedup": med(base_render) / med(ours_render),
+    }
+
+
+def load_test(url: str, pid: int, data: bytes, total: int, clients: int = 8) -> dict[str, float]:
+    lock = threading.Lock()
+    counter = {"sent": 0, "errors": 0}
+    samples: dict[str, float] = {"rss_start_mb": rss_mb(pid)}
+    checkpoint = total // 5
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while True:
+                with lock:
+                    if counter["sent"] >= total:
+                        return
+                    counter["sent"] += 1
+                    if counter["sent"] == checkpoint:
+                        samples["rss_20pct_mb"] = rss_mb(pid)
+                try:
+                    response = client.post(
+                        "/analyze-json", files=[("images", (IMAGE.name, data, "image/png"))]
+                    )
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if not ok:
+                    with lock:
+                        counter["errors"] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    samples["rss_end_mb"] = rss_mb(pid)
+    return {
+        "requests": total,
+        "clients": clients,
+        "errors": counter["errors"],
+        "requests_per_s": total / elapsed,
+        **samples,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=60, help="sequential requests per route")
+    parser.add_argument("--rounds", type=int, default=15, help="rendering comparison rounds")
+    parser.add_argument("--load", type=int, default=1000, help="requests in the load test")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    data = IMAGE.read_bytes()
+
+    process, url = start_server()
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            time_requests(client, "/analyze-json", data, 5)
+            time_requests(client, "/analyze", data, 5)
+            json_ms = time_requests(client, "/analyze-json", data, args.requests)
+            pdf_ms = time_requests(client, "/analyze", data, args.requests)
+        load = load_test(url, process.pid, data, args.load)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    render = compare_rendering(args.rounds)
+
+    results = {
+        "analyze_json_p50_ms": statistics.median(json_ms),
+        "analyze_json_p95_ms": percentile(json_ms, 95),
+        "analyze_pdf_p50_ms": statistics.median(pdf_ms),
+        "analyze_pdf_p95_ms": percentile(pdf_ms, 95),
+        **render,
+        **{f"load_{k}": v for k, v in load.items()},
+    }
+    rss_growth = load["rss_end_mb"] - load.get("rss_20pct_mb", load["rss_start_mb"])
+    checks = {
+        f"/analyze-json p50 <= {TARGETS['json_p50_ms']:g} ms": results["analyze_json_p50_ms"]
+        <= TARGETS["json_p50_ms"],
+        f"/analyze p50 <= {TARGETS['pdf_p50_ms']:g} ms": results["analyze_pdf_p50_ms"]
+        <= TARGETS["pdf_p50_ms"],
+        f"end-to-end >= {TARGETS['speedup']:g}x prototype-style": render["end_to_end_speedup"]
+        >= TARGETS["speedup"],
+        f">= {TARGETS['rps']:g} req/s, 8 clients, no errors": load["requests_per_s"]
+        >= TARGETS["rps"] and load["errors"] == 0,
+        f"RSS <= {TARGETS['rss_mb']:g} MB": load["rss_end_mb"] <= TARGETS["rss_mb"],
+        "RSS flat (< 5% growth from 20% to 100% of the load)": rss_growth
+        < 0.05 * load["rss_end_mb"],
+    }
+    for key, value in results.items():
+        print(f"{key:34s} {value:10.2f}" if isinstance(value, float) else f"{key:34s} {value}")
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "checks": checks}, indent=2))
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""The service-era commands: serve, analyze and models (``detect`` lives in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mriscribe.errors import OutputError
+from mriscribe.settings import Settings, load_settings
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from --config, the environment, and the flags the user gave."""
+    overrides: dict[str, Any] = {
+        "model_path": getattr(args, "model", None),
+        "conf_threshold": getattr(args, "conf", None),
+        "iou_threshold": getattr(args, "iou", None),
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "default_spacing_mm": getattr(args, "spacing", None),
+        "nifti_step": getattr(args, "nifti_step", None),
+    }
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mriscribe.service.app import create_app
+    from mriscribe.service.logs import configure_logging
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from mriscribe import pipeline
+    from mriscribe.imaging.files import expand_paths
+    from mriscribe.render.results import results_json
+
+    settings = settings_from(args)
+    files, skipped = expand_paths(args.paths)
+    for path in skipped:
+        print(f"note: {path}: skipped (not an image file)", file=sys.stderr)
+    if not files:
+        print("error: no image files found in the given paths", file=sys.stderr)
+        return 1
+    bar = _progress_bar(len(files)) if len(files) >= 8 and sys.stderr.isatty() else None
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        analysis = pipeline.analyze(
+            files, settings, render_images=args.pdf is not None, progress=progress
+        )
+    except pipeline.InputProblemsError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print("error: nothing was written; fix or remove the files above", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    outputs: list[tuple[Path, bytes]] = []
+    if args.json is not None:
+        text = json.dumps(results_json(analysis), indent=2, ensure_ascii=False) + "\n"
+        outputs.append((args.json, text.encode()))
+    if args.pdf is not None:
+        from mriscribe.render.pdf import render_pdf
+
+        outputs.append((args.pdf, render_pdf(analysis)))
+    for path, data in outputs:  # all rendered before any is written
+        write_atomically(path, data)
+    print(analysis.report.text)
+    facts = analysis.facts
+    print(
+        f"\n{facts.image_count} image(s), {len(facts.tumours)} tumour detection(s)"
+        + "".join(f"; wrote {path}" for path, _ in outputs),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def models(args: argparse.Namespace) -> int:
+    from mriscribe.detection import DEFAULT_MODEL
+    from mriscribe.errors import MriscribeError
+    from mriscribe.pipeline import get_detector
+
+    settings = settings_from(args)
+    entry: dict[str, Any] = {
+        "detector": {
+            "path": str(settings.model_path or DEFAULT_MODEL),
+            "default": settings.model_path is None,
+        },
+        "report_engines": {"template": {"available": True, "in_use": True}},
+    }
+    try:
+        info = get_detector(settings).info
+        entry["detector"].update(
+            loaded=True,
+            backend=info.backend,
+            classes=list(info.class_names),
+            input_size=list(info.input_size),
+            version=info.version,
+            description=info.description,
+        )
+        status = 0
+    except MriscribeError as exc:
+        entry["detector"].update(loaded=False, error=str(exc))
+        status = 2
+    if args.json:
+        print(json.dumps(entry, indent=2))
+    else:
+        detector = entry["detector"]
+        print(f"detector: {detector['path']}{' (shipped default)' if detector['default'] else ''}")
+        if detector.get("loaded"):
+            print(f"  loaded on {detector['backend']}, input {detector['input_size']}")
+            print(f"  classes: {', '.join(detector['classes'])}")
+            if detector["version"]:
+                print(f"  exported with Ultralytics {detector['version']}")
+        else:
+            print(f"  NOT loaded: {detector['error']}")
+        print("report engine: template (deterministic; always available)")
+    return status
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file beside ``path``, so a failure never leaves half a file."""
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(str(path), f"cannot be written ({exc.strerror})") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise OutputError(str(path), f"cannot be written ({exc.strerror})") from None
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", desc="analysing", file=sys.stderr, leave=False)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path, default=None, help="a TOML settings file")
+    config.add_argument("--model", type=Path, default=None, help="detector model file")
+
+    p = commands.add_parser(
+        "serve", parents=[config], help="run the HTTP service and upload page",
+        description="Run the HTTP API (the prototype's routes) and the upload page.",
+    )
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 5000)")
+    p.set_defaults(handler=serve)
+
+    p = commands.add_parser(
+        "analyze", parents=[config], help="analyse images and write the report",
+        description="Analyse image files and folders (PNG, JPEG, TIFF, DICOM, NIfTI) as one "
+        "study; prints the report and writes the PDF and JSON if asked.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("--pdf", type=Path, default=None, help="write the PDF report here")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON results here")
+    p.add_argument("--conf", type=float, default=None, help="confidence threshold")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
+    p.add_argument("--spacing", type=float, default=None,
+                   help="mm per pixel for files that state none (default 0.5, an estimate)")
+    p.add_argument("--nifti-step", type=int, default=None,
+                   help="NIfTI: every Nth axial slice through the brain (0: automatic)")
+    p.set_defaults(handler=analyze)
+
+    p = commands.add_parser(
+        "models", parents=[config], help="show the detector and report engines",
+        description="Show which detector and report engines are available and whether they load.",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=models)

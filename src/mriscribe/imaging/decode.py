@@ -1,0 +1,48 @@
+"""Decoding one input file into slices, choosing the decoder by the file's content."""
+
+from __future__ import annotations
+
+from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging.dicom import decode_dicom
+from mriscribe.imaging.limits import Limits
+from mriscribe.imaging.nifti import decode_nifti
+from mriscribe.imaging.raster import RASTER_FORMATS, decode_raster
+from mriscribe.imaging.slices import Slice
+from mriscribe.imaging.sniff import sniff
+
+UNSUPPORTED = "unsupported file type: not a PNG, JPEG, TIFF, DICOM or NIfTI file"
+
+
+class UnsupportedFormatError(InputError):
+    """The file's content is none of the formats mriscribe reads (the service answers 415)."""
+
+
+def decode_file(
+    data: bytes, name: str, limits: Limits, *, nifti_step: int = 0, nifti_max_slices: int = 24
+) -> list[Slice]:
+    """Decode any supported file into its slices; the format comes from the bytes, not the name.
+
+    PNG, JPEG and TIFF give one slice; DICOM one per frame; NIfTI the axial slices through the
+    brain that ``nifti_step`` and ``nifti_max_slices`` select.
+    """
+    limits.check_file_bytes(name, len(data))
+    if not data:
+        raise InputError(name, "the file is empty")
+    kind = sniff(data)
+    if kind in RASTER_FORMATS:
+        slices = [decode_raster(data, name, max_pixels=limits.max_pixels)]
+    elif kind == "DICOM":
+        slices = decode_dicom(data, name, limits)
+    elif kind == "NIFTI":
+        slices = decode_nifti(data, name, limits, step=nifti_step, max_slices=nifti_max_slices)
+    else:
+        # A raw DICOM dataset without the 128-byte preamble and "DICM" has no reliable magic;
+        # guessing it from the name or from the first tags would accept random bytes, so
+        # such files stay unsupported.
+        raise UnsupportedFormatError(name, UNSUPPORTED)
+    if len(slices) > limits.max_images:
+        hint = "; choose a larger NIfTI slice step" if kind == "NIFTI" else ""
+        raise LimitError(
+            name, f"yields {len(slices)} images, more than the limit of {limits.max_images}{hint}"
+        )
+    return slices

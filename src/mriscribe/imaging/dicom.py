@@ -1,0 +1,311 @@
+"""Decoding DICOM files (native, deflated and compressed transfer syntaxes) into display slices."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+import zlib
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging.limits import Limits
+from mriscribe.imaging.slices import Slice
+
+INSTALL_HINT = "pip install 'mriscribe[dicom]'"
+# CT without a stored window is shown as a brain window (centre, width in HU).
+CT_BRAIN_WINDOW = (40.0, 80.0)
+PERCENTILES = (0.5, 99.5)
+# No brain image has pixels this large; a larger value is a broken header, not a measurement.
+MAX_SPACING_MM = 50.0
+# A deflated dataset may inflate to at most this many times the file size limit.
+MAX_INFLATION = 4
+# Enough samples per frame for stable percentiles without copying whole large frames.
+_SAMPLES_PER_FRAME = 262_144
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
+
+
+def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
+    """Decode a DICOM Part 10 file into one RGB slice per frame.
+
+    Grey images go through the modality LUT (rescale) and a window (the file's own, a brain
+    window for CT, else robust percentiles); colour and palette images become RGB. Patient data
+    never reaches the slices' meta or the error messages.
+    """
+    with warnings.catch_warnings():
+        # pydicom warns about every small deviation from the standard; none of them stops a read.
+        warnings.simplefilter("ignore", UserWarning)
+        _check_inflation(data, name, limits)
+        ds = _read(data, name)
+        _check_complete(ds, name)
+        syntax = _transfer_syntax(ds, name)
+        frames = _check_image(ds, name, limits)
+        try:
+            arrays = list(iter_pixels(ds))
+        except Exception as exc:  # the decoders raise many types; none may escape unwrapped
+            raise InputError(
+                name,
+                f"the DICOM pixel data ({syntax.name}) cannot be decoded: truncated, corrupt "
+                f"or not supported by the installed codecs ({_reason(exc, ds)})",
+            ) from None
+        if len(arrays) != frames:
+            raise InputError(
+                name, f"the DICOM file declares {frames} frames but holds {len(arrays)}"
+            )
+        pixels = _to_rgb(ds, arrays, name)
+
+    meta = {
+        "format": "DICOM",
+        "transfer_syntax": syntax.name,
+        "modality": _code(ds, "Modality"),
+        "photometric": _code(ds, "PhotometricInterpretation"),
+    }
+    slices = []
+    for index, rgb in enumerate(pixels):
+        spacing, source = _spacing(ds, index)
+        frame_meta = dict(meta)
+        if frames > 1:
+            frame_meta.update(frame=str(index + 1), frames=str(frames))
+        slices.append(
+            Slice(
+                name=f"{name} [frame {index + 1}]" if frames > 1 else name,
+                pixels=rgb,
+                meta=frame_meta,
+                spacing_mm=spacing,
+                spacing_source=source,
+            )
+        )
+    return slices
+
+
+def _check_inflation(data: bytes, name: str, limits: Limits) -> None:
+    """Refuse a deflated dataset that would inflate past the cap, before pydicom inflates it all."""
+    # The file meta (group 0002) is always explicit VR little endian and, by the standard,
+    # starts with its group length: (0002,0000) UL.
+    if data[132:138] != b"\x02\x00\x00\x00UL":
+        return
+    start = 144 + int.from_bytes(data[140:144], "little")
+    if DeflatedExplicitVRLittleEndian.encode() not in data[132:start]:
+        return
+    cap = MAX_INFLATION * limits.max_file_bytes
+    try:
+        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:], cap + 1)
+    except zlib.error:
+        return  # pydicom reports the corrupt stream in its own words
+    if len(inflated) > cap:
+        raise LimitError(
+            name,
+            f"deflated DICOM inflates to more than {cap:,} bytes (possible decompression bomb)",
+        )
+
+
+def _read(data: bytes, name: str) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # pydicom raises many types on broken files
+        raise InputError(
+            name, f"not a readable DICOM file: truncated or corrupt ({_reason(exc)})"
+        ) from None
+
+
+def _check_complete(ds: Dataset, name: str) -> None:
+    """Refuse what a cut file leaves, which pydicom reads without complaint.
+
+    That is a last value shorter than its declared length, or a dataset with neither pixel
+    data nor the modality every DICOM object has (the cut came before them).
+    """
+    last = ds.get_item(max(ds.keys())) if len(ds) else None
+    short = (
+        isinstance(last, RawDataElement)
+        and isinstance(last.value, bytes)
+        and last.length != _UNDEFINED_LENGTH
+        and len(last.value) < last.length
+    )
+    if short or ("PixelData" not in ds and ("Modality" not in ds or "Rows" in ds)):
+        raise InputError(name, "the DICOM file is truncated or corrupt (its data end too early)")
+
+
+def _transfer_syntax(ds: Dataset, name: str) -> UID:
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        raise InputError(name, "the DICOM file meta has no transfer syntax")
+    return UID(syntax)
+
+
+def _check_image(ds: Dataset, name: str, limits: Limits) -> int:
+    """Check there is an image within the limits and a codec for it; return its frame count."""
+    if "PixelData" not in ds:
+        raise InputError(name, f"DICOM file has no image (Modality {_code(ds, 'Modality') or '?'})")
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(name, "the DICOM image has no valid Rows, Columns or frames") from None
+    if rows < 1 or columns < 1 or frames < 1:
+        raise InputError(name, f"the DICOM image has an invalid size {columns}x{rows}x{frames}")
+    limits.check_pixels(name, columns, rows, frames)
+    syntax = _transfer_syntax(ds, name)
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise InputError(name, f"DICOM transfer syntax {syntax.name} is not supported") from None
+    if not decoder.is_available:
+        raise InputError(
+            name,
+            f"decoding {syntax.name} DICOM needs codecs that are not installed: {INSTALL_HINT}",
+        )
+    return frames
+
+
+def _to_rgb(ds: Dataset, arrays: list[np.ndarray], name: str) -> list[np.ndarray]:
+    photometric = _code(ds, "PhotometricInterpretation")
+    if arrays[0].ndim == 3:
+        if arrays[0].shape[2] != 3:
+            raise InputError(
+                name, f"DICOM photometric interpretation {photometric!r} is unsupported"
+            )
+        # pydicom has already turned YBR into RGB; only the bit depth is left to map.
+        return [_colour_to_uint8(arr, int(ds.get("BitsStored") or 8)) for arr in arrays]
+    if photometric == "PALETTE COLOR":
+        try:
+            return [_colour_to_uint8(apply_color_lut(arr, ds), 16) for arr in arrays]
+        except Exception as exc:  # missing or malformed lookup tables
+            raise InputError(name, f"the DICOM palette is unusable ({_reason(exc, ds)})") from None
+
+    values = [_modality(ds, arr, index) for index, arr in enumerate(arrays)]
+    windows = [_stored_window(ds, index) for index in range(len(values))]
+    if any(window is None for window in windows):
+        fallback = _stack_window(values, ds)
+        windows = [window or fallback for window in windows]
+    rgb = []
+    for frame, (low, high) in zip(values, windows, strict=True):
+        scale = 255.0 / (high - low) if high > low else 0.0
+        grey = np.rint(np.clip((frame - low) * scale, 0, 255)).astype(np.uint8)
+        if photometric == "MONOCHROME1":  # stored with white as the lowest value
+            grey = 255 - grey
+        rgb.append(np.repeat(grey[:, :, None], 3, axis=2))
+    return rgb
+
+
+def _modality(ds: Dataset, arr: np.ndarray, frame: int) -> np.ndarray:
+    """Stored values to modality units (e.g. Hounsfield) for one frame."""
+    if "ModalityLUTSequence" in ds:
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    # Enhanced multi-frame files keep the rescale in functional groups, which pydicom's
+    # apply_modality_lut does not read, so the linear rescale is done here for both kinds.
+    slope = _number(_frame_value(ds, frame, "PixelValueTransformationSequence", "RescaleSlope"))
+    intercept = _number(
+        _frame_value(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
+    )
+    values = arr.astype(np.float32)
+    if slope is not None and slope != 0:
+        values *= slope
+    if intercept is not None:
+        values += intercept
+    return values
+
+
+def _stored_window(ds: Dataset, frame: int) -> tuple[float, float] | None:
+    """The (low, high) of the file's own linear window, or CT's brain window, or None."""
+    centre = _number(_frame_value(ds, frame, "FrameVOILUTSequence", "WindowCenter"))
+    width = _number(_frame_value(ds, frame, "FrameVOILUTSequence", "WindowWidth"))
+    if centre is None or width is None or width < 1:
+        if _code(ds, "Modality") != "CT":
+            return None
+        centre, width = CT_BRAIN_WINDOW
+    # DICOM PS3.3 C.11.2.1.2.1: the linear window maps [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2].
+    return centre - 0.5 - (width - 1) / 2, centre - 0.5 + (width - 1) / 2
+
+
+def _stack_window(values: list[np.ndarray], ds: Dataset) -> tuple[float, float]:
+    """One percentile window for all frames, so that frames of a stack look alike."""
+    samples = []
+    for frame in values:
+        step = max(1, math.isqrt(frame.size // _SAMPLES_PER_FRAME))
+        samples.append(frame[::step, ::step].ravel())
+    low, high = np.percentile(np.concatenate(samples), PERCENTILES)
+    return float(low), float(high)
+
+
+def _colour_to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    top = int(arr.max(initial=0))
+    if top <= 255:  # 8-bit values in a 16-bit container, common in palettes
+        return arr.astype(np.uint8)
+    full = 2.0 ** max(bits, top.bit_length()) - 1
+    return np.rint(arr.astype(np.float32) * (255.0 / full)).astype(np.uint8)
+
+
+def _spacing(ds: Dataset, frame: int) -> tuple[tuple[float, float] | None, str]:
+    """(row, column) spacing in mm and where it came from, or (None, "") when unknown."""
+    candidates = (
+        (_frame_value(ds, frame, "PixelMeasuresSequence", "PixelSpacing"), "DICOM PixelSpacing"),
+        (ds.get("ImagerPixelSpacing"), "DICOM ImagerPixelSpacing"),
+    )
+    for value, source in candidates:
+        try:
+            row, column = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) and 0 < v <= MAX_SPACING_MM for v in (row, column)):
+            return (row, column), source
+    return None, ""
+
+
+def _frame_value(ds: Dataset, frame: int, group: str, keyword: str) -> Any:
+    """An attribute for one frame: per-frame functional group, shared group, then top level."""
+    items = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and frame < len(per_frame):
+        items.append(per_frame[frame])
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        items.append(shared[0])
+    for item in items:
+        sequence = item.get(group)
+        if sequence and keyword in sequence[0]:
+            return sequence[0][keyword].value
+    return ds.get(keyword)
+
+
+def _number(value: Any) -> float | None:
+    """The first value of a (possibly multi-valued) numeric attribute, if it is finite."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if not value:
+            return None
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _code(ds: Dataset, keyword: str) -> str:
+    """A code string attribute, or "" if it is missing or not a plain code (never free text)."""
+    value = str(ds.get(keyword, "") or "").strip().upper()
+    return value if _CODE_STRING.fullmatch(value) else ""
+
+
+def _reason(exc: Exception, ds: Dataset | None = None) -> str:
+    """A short, one-line reason, with any value of the patient module removed."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = text[:300] or type(exc).__name__
+    if ds is not None:
+        for element in ds.group_dataset(0x0010):
+            value = str(element.value).strip()
+            if len(value) >= 3:
+                text = text.replace(value, "...")
+    return text

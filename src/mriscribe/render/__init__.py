@@ -1,0 +1,1 @@
+"""Turning an analysis into things people read: annotated images, the PDF and the JSON."""

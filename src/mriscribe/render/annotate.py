@@ -1,0 +1,230 @@
+"""Drawing findings onto a slice: class-coloured boxes with readable labels, returned as JPEG."""
+
+from __future__ import annotations
+
+import colorsys
+import io
+import threading
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from mriscribe.analysis import MeasuredFinding
+from mriscribe.report.template import class_kind
+
+FONTS = Path(__file__).resolve().parent / "fonts"
+LABEL_FONT = FONTS / "DejaVuSans-Bold.ttf"
+
+RGB = tuple[int, int, int]
+TIMES = "\u00d7"  # the multiplication sign, spelt out because it looks like an x
+
+CLASS_COLOURS: dict[str, RGB] = {
+    "glioma": (230, 40, 40),  # red
+    "meningioma": (255, 160, 0),  # amber
+    "pituitary": (0, 180, 255),  # sky blue
+}
+# The no-tumour class's box usually outlines the whole brain: grey, thin and dashed, so nobody
+# reads it as a lesion.
+NEGATIVE_COLOUR: RGB = (170, 170, 170)
+
+# Slices smaller than this on their long side are enlarged before drawing so that labels stay
+# legible (a 256 px slice with a 9 px label is unreadable in a PDF or on a screen).
+MIN_LONG_SIDE = 512
+
+_local = threading.local()  # FreeType faces must not be shared between threads
+
+
+def class_colour(class_name: str) -> RGB:
+    """The colour of a class's boxes: fixed for the known classes, derived from the name (so
+    stable across runs and processes) for any other."""
+    kind = class_kind(class_name)
+    if kind == "negative":
+        return NEGATIVE_COLOUR
+    if kind is not None:
+        return CLASS_COLOURS[kind]
+    hue = (zlib.crc32(class_name.strip().lower().encode("utf-8")) % 360) / 360
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def text_colour(background: RGB) -> RGB:
+    """Black or white, whichever contrasts more with ``background`` (WCAG luminance)."""
+
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (channel(v) for v in background)
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return (0, 0, 0) if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else (255, 255, 255)
+
+
+def label_text(item: MeasuredFinding) -> str:
+    """ "Glioma 91% · 23x18 mm" (with TIMES); "≈" marks a size from the default spacing; no
+    size for the no-tumour class (its box is the brain, not a lesion)."""
+    finding = item.finding
+    text = f"{finding.class_name} {finding.confidence * 100:.0f}%"
+    if class_kind(finding.class_name) == "negative":
+        return text
+    approx = "≈" if item.size.estimated else ""
+    return f"{text} · {approx}{item.size.width_mm:.0f}{TIMES}{item.size.height_mm:.0f} mm"
+
+
+def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.Image:
+    """An RGB image of ``pixels`` with each finding's box and label drawn on it.
+
+    Slices under MIN_LONG_SIDE pixels on their long side are enlarged (bicubic) to that size
+    first; boxes are scaled with them. Tumours are drawn over the no-tumour class, and the most
+    confident finding on top.
+    """
+    image = _to_image(pixels)
+    scale = 1.0
+    long_side = max(image.size)
+    if 0 < long_side < MIN_LONG_SIDE:
+        scale = MIN_LONG_SIDE / long_side
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    if not findings:
+        return image
+    long_side = max(image.size)
+    line = max(2, round(long_side / 200))
+    font_size = max(12, round(long_side / 32))
+    draw = ImageDraw.Draw(image)
+
+    def priority(item: MeasuredFinding) -> tuple[bool, float]:
+        return class_kind(item.finding.class_name) != "negative", item.finding.confidence
+
+    # Labels are placed most important first (it gets the best spot), drawn least first.
+    ordered = sorted(findings, key=priority, reverse=True)
+    boxes = [_scaled_box(item, scale, image.size) for item in ordered]
+    placed: list[tuple[int, int, int, int]] = []
+    labels: list[tuple[str, ImageFont.FreeTypeFont, tuple[int, int, int, int]]] = []
+    for item, box in zip(ordered, boxes, strict=True):
+        text = label_text(item)
+        font = _fit_font(text, font_size, image.width)
+        rect = _place_label(text, font, box, image.size, placed)
+        placed.append(rect)
+        labels.append((text, font, rect))
+
+    for item, box in reversed(list(zip(ordered, boxes, strict=True))):
+        colour = class_colour(item.finding.class_name)
+        if class_kind(item.finding.class_name) == "negative":
+            _dashed_rectangle(draw, box, colour, max(1, line // 2), dash=4 * line)
+        else:
+            draw.rectangle(box, outline=colour, width=line)
+    for item, (text, font, rect) in reversed(list(zip(ordered, labels, strict=True))):
+        colour = class_colour(item.finding.class_name)
+        draw.rectangle(rect, fill=colour)
+        pad = _padding(font)
+        draw.text((rect[0] + pad, rect[1] + pad), text, font=font, fill=text_colour(colour))
+    return image
+
+
+def annotated_jpeg(
+    pixels: np.ndarray, findings: Sequence[MeasuredFinding], quality: int = 90
+) -> bytes:
+    """``annotate`` encoded as a baseline JPEG (no chroma subsampling: keeps thin coloured lines
+    and small label text crisp)."""
+    buffer = io.BytesIO()
+    annotate(pixels, findings).save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
+
+
+def _to_image(pixels: np.ndarray) -> Image.Image:
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    image = Image.fromarray(np.ascontiguousarray(array))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    cache: dict[int, ImageFont.FreeTypeFont] | None = getattr(_local, "fonts", None)
+    if cache is None:
+        cache = _local.fonts = {}
+    font = cache.get(size)
+    if font is None:
+        font = cache[size] = ImageFont.truetype(str(LABEL_FONT), size)
+    return font
+
+
+def _padding(font: ImageFont.FreeTypeFont) -> int:
+    return max(2, round(font.size / 5))
+
+
+def _label_size(text: str, font: ImageFont.FreeTypeFont) -> tuple[int, int]:
+    ascent, descent = font.getmetrics()
+    pad = _padding(font)
+    return round(font.getlength(text)) + 2 * pad, ascent + descent + 2 * pad
+
+
+def _fit_font(text: str, size: int, width: int) -> ImageFont.FreeTypeFont:
+    """The font at ``size``, smaller if the label would be wider than the image."""
+    font = _font(size)
+    while size > 8 and _label_size(text, font)[0] > width:
+        size -= 1
+        font = _font(size)
+    return font
+
+
+def _scaled_box(
+    item: MeasuredFinding, scale: float, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    box = item.finding.box
+    width, height = size
+    x1 = min(max(round(box.x1 * scale), 0), width - 1)
+    y1 = min(max(round(box.y1 * scale), 0), height - 1)
+    x2 = min(max(round(box.x2 * scale), x1), width - 1)
+    y2 = min(max(round(box.y2 * scale), y1), height - 1)
+    return x1, y1, x2, y2
+
+
+def _place_label(
+    text: str,
+    font: ImageFont.FreeTypeFont,
+    box: tuple[int, int, int, int],
+    size: tuple[int, int],
+    taken: Sequence[tuple[int, int, int, int]],
+) -> tuple[int, int, int, int]:
+    """The label's rectangle: above the box, else inside its top, below it, inside its bottom;
+    always inside the image, and where possible clear of labels already placed."""
+    label_w, label_h = _label_size(text, font)
+    width, height = size
+    x = min(max(box[0], 0), max(width - label_w, 0))
+    candidates = (box[1] - label_h, box[1], box[3] + 1, box[3] - label_h)
+    rects = []
+    for y in candidates:
+        top = min(max(y, 0), max(height - label_h, 0))
+        rects.append((x, top, min(x + label_w, width) - 1, min(top + label_h, height) - 1))
+    for rect in rects:
+        if not any(_overlaps(rect, other) for other in taken):
+            return rect
+    return rects[0]
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def _dashed_rectangle(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    colour: RGB,
+    width: int,
+    dash: int,
+) -> None:
+    x1, y1, x2, y2 = box
+    step = dash * 2
+    for x in range(x1, x2 + 1, step):
+        end = min(x + dash, x2)
+        draw.line([(x, y1), (end, y1)], fill=colour, width=width)
+        draw.line([(x, y2), (end, y2)], fill=colour, width=width)
+    for y in range(y1, y2 + 1, step):
+        end = min(y + dash, y2)
+        draw.line([(x1, y), (x1, end)], fill=colour, width=width)
+        draw.line([(x2, y), (x2, end)], fill=colour, width=width)

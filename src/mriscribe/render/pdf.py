@@ -1,0 +1,475 @@
+"""The PDF report: summary, report text, findings table and annotated images, made with fpdf2.
+
+Speed matters (the service returns the PDF inline), so: the bundled fonts are small subsets (see
+fonts/README.md), text is wrapped here with fpdf2's width table instead of ``multi_cell`` (whose
+line breaking costs milliseconds per paragraph), and annotated JPEGs are embedded as they are.
+The output depends only on the Analysis: the creation date is the analysis timestamp, the
+producer is fixed and fpdf2's file ID is a hash of the content, so equal analyses give equal bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fpdf import FPDF
+
+from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding
+from mriscribe.render.annotate import FONTS, TIMES, annotated_jpeg, class_colour
+from mriscribe.report.template import (
+    class_kind,
+    images_phrase,
+    study_result,
+    threshold_text,
+)
+
+FAMILY = "DejaVu"
+REGULAR_FONT = FONTS / "DejaVuSans.ttf"
+BOLD_FONT = FONTS / "DejaVuSans-Bold.ttf"
+
+MARGIN = 15.0  # mm, A4 portrait
+LINE = 4.6  # mm per line of body text
+BODY_PT = 9.5
+SMALL_PT = 8.0
+IMAGE_COLUMNS = 2
+COLUMN_GAP = 6.0
+
+GREY = (100, 100, 100)
+RULE = (200, 200, 200)
+SHADE = (242, 242, 242)
+BANNER = (255, 243, 205)  # pale amber: a caution, not an alarm
+RESULT_COLOURS = {"positive": (180, 20, 20), "negative": (20, 110, 40), "indeterminate": GREY}
+
+# The findings table: (heading, width in mm); widths add up to the 180 mm text width.
+COLUMNS = (
+    ("Image", 12.0),
+    ("File", 45.0),
+    ("Class", 31.0),
+    ("Confidence", 20.0),
+    (f"W {TIMES} H (mm)", 27.0),
+    ("Spacing source", 45.0),
+)
+FILE_COLUMN, CLASS_COLUMN = 1, 2
+
+PAGES_ALIAS = "\x01nb\x01"
+_SIZE_X = re.compile(r"(\d) x (\d)")
+
+
+def render_pdf(analysis: Analysis) -> bytes:
+    """The PDF for ``analysis``: byte-identical for equal analyses (its timestamp included)."""
+    doc = _Document(analysis)
+    doc.title_block()
+    doc.summary()
+    doc.report_sections()
+    doc.findings_table()
+    doc.images()
+    doc.disclaimer()
+    return bytes(doc.output())
+
+
+def _utc(timestamp: datetime) -> datetime:
+    """The timestamp in UTC; a naive one is taken to be UTC already."""
+    if timestamp.tzinfo is None:
+        return timestamp.replace(tzinfo=UTC)
+    return timestamp.astimezone(UTC)
+
+
+def _model_label(analysis: Analysis) -> str:
+    name = Path(analysis.model.path.replace("\\", "/")).stem or "detector"
+    details = [f"version {analysis.model.version}"] if analysis.model.version else []
+    if analysis.model.backend:
+        details.append(analysis.model.backend)
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def _size(item: MeasuredFinding) -> str:
+    approx = "≈ " if item.size.estimated else ""
+    return f"{approx}{item.size.width_mm:.1f} {TIMES} {item.size.height_mm:.1f}"
+
+
+class _Document(FPDF):
+    """One report being laid out; the methods add its parts in order."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        super().__init__(orientation="portrait", unit="mm", format="A4")
+        self.analysis = analysis
+        self.timestamp = _utc(analysis.timestamp)
+        self.set_margins(MARGIN, MARGIN, MARGIN)
+        self.set_auto_page_break(auto=True, margin=MARGIN + 4)
+        # fpdf2 replaces this alias by the page count in any text: a control character, which
+        # clean() removes from everything else, keeps a file name like "{nb}.png" as it is.
+        self.alias_nb_pages(PAGES_ALIAS)
+        self.set_creation_date(self.timestamp)
+        self.set_producer("mriscribe")
+        self.set_creator("mriscribe")
+        self.set_title("Brain MRI automated first-read report")
+        self.set_lang("en")
+        self.add_font(FAMILY, "", str(REGULAR_FONT))
+        self.add_font(FAMILY, "B", str(BOLD_FONT))
+        for font in self.fonts.values():
+            # fpdf2 subsets each font when writing. Recomputing bounding boxes and maxima then
+            # expands and recompiles every kept glyph, the slowest part of writing the PDF; the
+            # full font's values stay valid bounds for a subset of it.
+            font.ttfont.recalcBBoxes = False
+        # Characters outside the bundled subset would print as empty boxes (and make fpdf2 log a
+        # warning per document): they are printed as "?" instead.
+        self._charset = frozenset(self.fonts[FAMILY.lower()].cmap)
+        self.add_page()
+
+    # Text helpers -----------------------------------------------------------------------------
+
+    def clean(self, text: str) -> str:
+        charset = self._charset
+        return "".join(
+            c if c in "\n" or ord(c) in charset else " " if c in "\t\r" else "?" for c in text
+        )
+
+    def font(self, size: float = BODY_PT, bold: bool = False) -> None:
+        self.set_font(FAMILY, "B" if bold else "", size)
+
+    def width(self, text: str) -> float:
+        """``text``'s width in mm in the current font, from the font's width table (fpdf2's
+        get_string_width builds text fragments on every call: too slow to wrap with)."""
+        widths = self.current_font.cw
+        missing = self.current_font.desc.missing_width
+        return sum(widths.get(ord(c), missing) for c in text) * self.font_size / 1000
+
+    def wrap(self, text: str, width: float) -> list[str]:
+        """``text`` broken into lines no wider than ``width`` mm in the current font; words
+        longer than a line (long file names) are broken between characters."""
+        available = width - 2 * self.c_margin
+        space = self.width(" ")
+        lines: list[str] = []
+        for paragraph in text.split("\n"):
+            words: list[str] = []
+            used = 0.0
+            for word in paragraph.split(" "):
+                size = self.width(word)
+                if words and used + space + size <= available:
+                    words.append(word)
+                    used += space + size
+                    continue
+                if words:
+                    lines.append(" ".join(words))
+                while size > available and len(word) > 1:
+                    cut, taken = 0, 0.0
+                    for char in word:
+                        char_size = self.width(char)
+                        if cut and taken + char_size > available:
+                            break
+                        cut, taken = cut + 1, taken + char_size
+                    lines.append(word[:cut])
+                    word, size = word[cut:], size - taken
+                words, used = [word], size
+            lines.append(" ".join(words))
+        return lines
+
+    def paragraph(
+        self, text: str, size: float = BODY_PT, bold: bool = False, indent: float = 0.0
+    ) -> None:
+        self.font(size, bold)
+        width = self.epw - indent
+        height = LINE * size / BODY_PT
+        for line in self.wrap(self.clean(text), width):
+            self.set_x(self.l_margin + indent)
+            self.cell(width, height, line, new_x="LMARGIN", new_y="NEXT")
+
+    def bullets(self, lines: Sequence[str], size: float = BODY_PT) -> None:
+        """One bullet per line, wrapped lines indented under the text."""
+        self.font(size)
+        indent = 4.0
+        width = self.epw - indent
+        for item in lines:
+            for number, line in enumerate(self.wrap(self.clean(item), width)):
+                if number == 0:
+                    self.cell(indent, LINE, "•", new_x="RIGHT", new_y="TOP")
+                else:
+                    self.set_x(self.l_margin + indent)
+                self.cell(width, LINE, line, new_x="LMARGIN", new_y="NEXT")
+
+    def heading(self, text: str, size: float = 11.0) -> None:
+        if self.will_page_break(3 * LINE + 6):
+            self.add_page()
+        self.ln(2.5)
+        self.font(size, bold=True)
+        self.cell(0, 6, self.clean(text), new_x="LMARGIN", new_y="NEXT")
+        self.set_draw_color(*RULE)
+        self.set_line_width(0.2)
+        self.line(self.l_margin, self.y, self.l_margin + self.epw, self.y)
+        self.ln(1.2)
+
+    def footer(self) -> None:
+        self.set_y(-MARGIN)
+        self.font(7.5)
+        self.set_text_color(*GREY)
+        report = self.analysis.report
+        engine = f"{report.engine} (fallback)" if report.fallback_reason else report.engine
+        third = self.epw / 3
+        self.cell(third, 4, f"Page {self.page_no()} of {PAGES_ALIAS}", align="L")
+        self.cell(third, 4, "Automated first read: not a diagnosis", align="C")
+        self.cell(third, 4, self.clean(f"Report: {engine}"), align="R")
+        self.set_text_color(0)
+
+    # Parts of the report ----------------------------------------------------------------------
+
+    def title_block(self) -> None:
+        self.font(16, bold=True)
+        self.cell(0, 8, "Brain MRI: automated first-read report", new_x="LMARGIN", new_y="NEXT")
+        self.font(SMALL_PT)
+        self.set_text_color(*GREY)
+        generated = self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.cell(0, 5, f"Generated {generated} (UTC)", new_x="LMARGIN", new_y="NEXT")
+        self.set_text_color(0)
+        self.ln(2)
+        self.set_fill_color(*BANNER)
+        self.font(SMALL_PT + 0.5, bold=True)
+        self.multi_line_box(
+            "Automated first read for research and decision support. Not a diagnosis: it must be "
+            "reviewed by a qualified radiologist before any clinical decision."
+        )
+        self.ln(1)
+
+    def multi_line_box(self, text: str) -> None:
+        """Wrapped text on a filled background, in the current font."""
+        lines = self.wrap(self.clean(text), self.epw - 2)
+        height = LINE * len(lines) + 2
+        if self.will_page_break(height):
+            self.add_page()
+        self.rect(self.l_margin, self.y, self.epw, height, style="F")
+        self.ln(1)
+        for line in lines:
+            self.set_x(self.l_margin + 1)
+            self.cell(self.epw - 2, LINE, line, new_x="LMARGIN", new_y="NEXT")
+        self.ln(1)
+
+    def summary(self) -> None:
+        analysis = self.analysis
+        facts = analysis.facts
+        result = study_result(facts)
+        result_text = {
+            "positive": "Positive: tumour detected by the automated system",
+            "negative": "Negative: no tumour detected by the automated system",
+            "indeterminate": "Indeterminate: no detection above the threshold",
+        }[result]
+        counts = facts.counts_by_class
+        classes = ", ".join(f"{name} ({count})" for name, count in counts.items()) or "none"
+        tumours = len(facts.tumours)
+        detections = "none"
+        if tumours:
+            detections = f"{tumours} on {images_phrase(facts.positive_images)}"
+        largest = facts.largest
+        estimated_images = [image.number for image in facts.images if image.size_estimated]
+        if not estimated_images:
+            sizes = "measured with the pixel spacing stated in the files"
+        elif len(estimated_images) == facts.image_count:
+            sizes = "estimates: no pixel spacing in the files, default spacing used"
+        else:
+            sizes = (
+                f"estimates on {images_phrase(estimated_images)} (no pixel spacing in the "
+                "file, default spacing used); measured on the others"
+            )
+        report = analysis.report
+        engine = report.engine
+        if report.fallback_reason:
+            engine = f"{engine} (fallback: {report.fallback_reason})"
+        rows: list[tuple[str, str]] = [
+            ("Study result", result_text),
+            ("Images analysed", str(facts.image_count)),
+            ("Tumour detections", detections),
+            ("Classes", classes),
+        ]
+        if largest is not None:
+            approx = "≈ " if largest.size_estimated else ""
+            rows.append(
+                (
+                    "Largest lesion",
+                    f"{approx}{largest.width_mm:.1f} {TIMES} {largest.height_mm:.1f} mm "
+                    f"({largest.class_name}, image {largest.image_number})",
+                )
+            )
+        rows += [
+            ("Sizes", sizes),
+            ("Spacing sources", "; ".join(facts.spacing_sources) or "none"),
+            ("Detector", _model_label(analysis)),
+            (
+                "Thresholds",
+                f"confidence {threshold_text(analysis.conf_threshold)}, "
+                f"NMS IoU {analysis.iou_threshold:g}",
+            ),
+            ("Report engine", engine),
+        ]
+        self.heading("Summary")
+        key_width = 38.0
+        for key, value in rows:
+            lines = self.wrap(self.clean(value), self.epw - key_width)
+            if self.will_page_break(LINE * len(lines)):
+                self.add_page()
+            self.font(BODY_PT, bold=True)
+            self.cell(key_width, LINE, key, new_x="RIGHT", new_y="TOP")
+            bold = key == "Study result"
+            self.font(BODY_PT, bold=bold)
+            if bold:
+                self.set_text_color(*RESULT_COLOURS[result])
+            for number, line in enumerate(lines):
+                if number:
+                    self.set_x(self.l_margin + key_width)
+                self.cell(self.epw - key_width, LINE, line, new_x="LMARGIN", new_y="NEXT")
+            self.set_text_color(0)
+
+    def report_sections(self) -> None:
+        for title, body in self.analysis.report.sections.items():
+            if title.upper() == "DISCLAIMER":
+                continue  # printed last, in its own box
+            self.heading(title.capitalize())
+            # The report text has an ASCII "x" between sizes for plain-text readers; print TIMES.
+            lines = [
+                _SIZE_X.sub(rf"\1 {TIMES} \2", line) for line in body.split("\n") if line.strip()
+            ]
+            if len(lines) > 1:
+                self.bullets(lines)
+            else:
+                self.paragraph("\n".join(lines))
+
+    def findings_table(self) -> None:
+        self.heading("Detections")
+        self.table_header()
+        self.font(SMALL_PT)
+        any_estimated = False
+        for image in self.analysis.images:
+            name = self.clean(image.slice.name)
+            if not image.findings:
+                self.table_row(
+                    [str(image.number), name, "no detection", "", "", image.spacing_source],
+                    None,
+                )
+            for item in image.findings:
+                negative = class_kind(item.finding.class_name) == "negative"
+                any_estimated |= item.size.estimated and not negative
+                self.table_row(
+                    [
+                        str(image.number),
+                        name,
+                        item.finding.class_name,
+                        f"{item.finding.confidence * 100:.1f}%",
+                        "n/a (no tumour)" if negative else _size(item),
+                        item.size.spacing_source,
+                    ],
+                    class_colour(item.finding.class_name),
+                )
+        self.ln(1)
+        self.font(7.5)
+        self.set_text_color(*GREY)
+        note = f"W {TIMES} H: width {TIMES} height of the detection box."
+        if any(not image.findings for image in self.analysis.images):
+            threshold = threshold_text(self.analysis.conf_threshold)
+            note += f" No detection: nothing above the {threshold} threshold (indeterminate)."
+        if any_estimated:
+            note += " ≈: estimated from the default pixel spacing (the file states none)."
+        self.paragraph(note, size=7.5)
+        self.set_text_color(0)
+
+    def table_header(self) -> None:
+        self.font(SMALL_PT, bold=True)
+        self.set_fill_color(*SHADE)
+        for heading, width in COLUMNS:
+            self.cell(width, 5.5, heading, fill=True, new_x="RIGHT", new_y="TOP")
+        self.ln(5.5)
+
+    def table_row(self, cells: Sequence[str], colour: tuple[int, int, int] | None) -> None:
+        height = 4.8
+        if self.will_page_break(height):
+            self.add_page()
+            self.table_header()
+            self.font(SMALL_PT)
+        for column, ((_, width), text) in enumerate(zip(COLUMNS, cells, strict=True)):
+            x = self.x
+            if column == CLASS_COLUMN and colour is not None:
+                # A swatch in the box colour links the row to the annotated image.
+                self.set_fill_color(*colour)
+                self.rect(x + 1, self.y + 1.3, 2.2, 2.2, style="F")
+                self.set_x(x + 3.2)
+                width -= 3.2
+            text = self.fit(self.clean(text), width, keep_end=column == FILE_COLUMN)
+            self.cell(width, height, text, new_x="RIGHT", new_y="TOP")
+        self.ln(height)
+        self.set_draw_color(*RULE)
+        self.line(self.l_margin, self.y, self.l_margin + self.epw, self.y)
+
+    def fit(self, text: str, width: float, keep_end: bool = False) -> str:
+        """``text`` shortened with an ellipsis to fit ``width`` mm; ``keep_end`` keeps its end
+        (a file name's or path's end tells most), else its start."""
+        available = width - 2 * self.c_margin
+        size = self.width(text)
+        if size <= available:
+            return text
+        size += self.width("…")
+        while len(text) > 1 and size > available:
+            drop = text[0] if keep_end else text[-1]
+            size -= self.width(drop)
+            text = text[1:] if keep_end else text[:-1]
+        return "…" + text if keep_end else text + "…"
+
+    def images(self) -> None:
+        self.heading("Annotated images")
+        column_width = (self.epw - COLUMN_GAP * (IMAGE_COLUMNS - 1)) / IMAGE_COLUMNS
+        images = self.analysis.images
+        for start in range(0, len(images), IMAGE_COLUMNS):
+            row = images[start : start + IMAGE_COLUMNS]
+            blocks = [self.image_block_lines(image, column_width) for image in row]
+            sizes = [self.image_size(image, column_width) for image in row]
+            text_height = max(LINE * 0.9 * len(lines) for lines in blocks)
+            row_height = max(height for _, height in sizes) + 2 + text_height
+            if self.will_page_break(row_height):
+                self.add_page()
+            top = self.y
+            for column, (image, lines, (width, height)) in enumerate(
+                zip(row, blocks, sizes, strict=True)
+            ):
+                left = self.l_margin + column * (column_width + COLUMN_GAP)
+                jpeg = image.annotated_jpeg or annotated_jpeg(image.slice.pixels, image.findings)
+                self.image(io.BytesIO(jpeg), x=left, y=top, w=width, h=height)
+                self.set_xy(left, top + height + 1)
+                for text, bold in lines:
+                    self.font(SMALL_PT + (0.5 if bold else 0), bold=bold)
+                    self.set_x(left)
+                    self.cell(column_width, LINE * 0.9, text, new_x="LEFT", new_y="NEXT")
+            self.set_xy(self.l_margin, top + row_height + 3)
+
+    def image_size(self, image: ImageResult, column_width: float) -> tuple[float, float]:
+        """The printed size: the column's width for a square slice, never taller than that."""
+        ratio = image.slice.height / image.slice.width if image.slice.width else 1.0
+        width = column_width if ratio <= 1 else column_width / ratio
+        return width, width * ratio
+
+    def image_block_lines(self, image: ImageResult, width: float) -> list[tuple[str, bool]]:
+        self.font(SMALL_PT + 0.5, bold=True)
+        lines = [
+            (line, True)
+            for line in self.wrap(self.clean(f"Image {image.number} · {image.slice.name}"), width)
+        ]
+        self.font(SMALL_PT)
+        if not image.findings:
+            lines.append(("No detection above the threshold (indeterminate)", False))
+        for item in image.findings:
+            finding = item.finding
+            text = f"{finding.class_name} · {finding.confidence * 100:.1f}%"
+            if class_kind(finding.class_name) == "negative":
+                text += " · negative finding (no tumour)"
+            else:
+                text += f" · {_size(item)} mm"
+            lines.extend((line, False) for line in self.wrap(self.clean(text), width))
+        return lines
+
+    def disclaimer(self) -> None:
+        sections = {key.upper(): value for key, value in self.analysis.report.sections.items()}
+        text = sections.get("DISCLAIMER") or (
+            "Automated first read for research and decision support only. It is not a diagnosis "
+            "and must be reviewed by a qualified radiologist before any clinical use."
+        )
+        self.heading("Disclaimer")
+        self.set_fill_color(*SHADE)
+        self.font(BODY_PT)
+        self.multi_line_box(text)

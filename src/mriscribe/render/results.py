@@ -1,0 +1,78 @@
+"""The JSON form of an analysis: the prototype's fields, unchanged, plus the new ones."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from mriscribe.analysis import Analysis, ImageResult
+
+
+def results_json(
+    analysis: Analysis, *, annotated: bool = False, pdf: bytes | None = None
+) -> dict[str, Any]:
+    """``detection_results``, ``medical_report`` and ``summary`` as the prototype returned them,
+    plus sizes in mm with their spacing source, the report's sections and engine, the model and
+    timings. ``annotated`` adds each annotated image as a data URL; ``pdf`` adds the PDF."""
+    facts = analysis.facts
+    report = analysis.report
+    body: dict[str, Any] = {
+        "detection_results": {
+            "timestamp": analysis.timestamp.isoformat(),
+            "images": [_image_json(image, annotated) for image in analysis.images],
+        },
+        "medical_report": report.text,
+        "report": {
+            "engine": report.engine,
+            "fallback_reason": report.fallback_reason,
+            "sections": report.sections,
+        },
+        "summary": {
+            "total_images": facts.image_count,
+            "total_detections": sum(len(image.findings) for image in analysis.images),
+            "tumour_detections": len(facts.tumours),
+            "classes_detected": list(facts.classes_detected),
+            "counts_by_class": facts.counts_by_class,
+            "study_positive": facts.positive,
+            "positive_images": list(facts.positive_images),
+            "sizes_estimated": facts.sizes_estimated,
+            "spacing_sources": list(facts.spacing_sources),
+        },
+        "model": {
+            "name": _stem(analysis.model.path),
+            "version": analysis.model.version,
+            "backend": analysis.model.backend,
+            "classes": list(analysis.model.class_names),
+            "conf_threshold": analysis.conf_threshold,
+            "iou_threshold": analysis.iou_threshold,
+        },
+        "timings_ms": analysis.timings_ms,
+    }
+    if pdf is not None:
+        body["pdf_base64"] = base64.b64encode(pdf).decode("ascii")
+    return body
+
+
+def _image_json(image: ImageResult, annotated: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "filename": image.slice.name,
+        "image_number": image.number,
+        "width": image.slice.width,
+        "height": image.slice.height,
+        "format": image.slice.meta.get("format", ""),
+        "pixel_spacing_mm": [round(v, 4) for v in image.spacing_mm],
+        "spacing_source": image.spacing_source,
+        "spacing_estimated": image.spacing_estimated,
+        "detections": [
+            {**m.finding.as_dict(), "size_mm": m.size.as_dict()} for m in image.findings
+        ],
+    }
+    if annotated and image.annotated_jpeg is not None:
+        encoded = base64.b64encode(image.annotated_jpeg).decode("ascii")
+        item["annotated_image"] = f"data:image/jpeg;base64,{encoded}"
+    return item
+
+
+def _stem(path: str) -> str:
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name

@@ -1,0 +1,1 @@
+"""The HTTP service: the prototype's API and upload page, on FastAPI."""

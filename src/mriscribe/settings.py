@@ -1,0 +1,126 @@
+"""Every setting in one place: defaults, then an optional TOML file, then MRISCRIBE_* variables.
+
+Precedence (highest first): values passed in code, environment variables ``MRISCRIBE_*``, the
+TOML file named by ``MRISCRIBE_CONFIG`` (or ``--config``), the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mriscribe.errors import MriscribeError
+from mriscribe.imaging.limits import Limits
+
+MiB = 1024 * 1024
+
+
+class SettingsError(MriscribeError):
+    """A setting has a bad value, or the config file cannot be read."""
+
+
+class Settings(BaseSettings):
+    """The settings of the service and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="MRISCRIBE_", extra="forbid", frozen=True)
+
+    # Detector
+    model_path: Path | None = Field(
+        default=None, description="YOLO model (.onnx, or .pt with the 'train' extra)"
+    )
+    conf_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    iou_threshold: float = Field(default=0.45, ge=0.0, le=1.0)
+    threads: int = Field(default=0, ge=0, description="inference threads; 0 = all cores")
+    batch_size: int = Field(default=8, ge=1, le=64)
+
+    # Measurement
+    default_spacing_mm: float = Field(
+        default=0.5, gt=0.0, le=10.0, description="mm per pixel when a file states none (estimate)"
+    )
+
+    # NIfTI volumes: every Nth axial slice through the brain, or 0 = at most nifti_max_slices
+    nifti_step: int = Field(default=0, ge=0)
+    nifti_max_slices: int = Field(default=24, ge=1)
+
+    # Limits
+    max_file_mb: float = Field(default=100.0, gt=0)
+    max_request_mb: float = Field(default=300.0, gt=0)
+    max_images: int = Field(default=200, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+
+    # Service
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=1, le=65535)
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_file_bytes=int(self.max_file_mb * MiB),
+            max_request_bytes=int(self.max_request_mb * MiB),
+            max_images=self.max_images,
+            max_pixels=self.max_pixels,
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = os.environ.get("MRISCRIBE_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment and ``config`` (or ``MRISCRIBE_CONFIG``), plus overrides.
+
+    Raises SettingsError with a readable message on a bad value or an unreadable file.
+    """
+    previous = os.environ.get("MRISCRIBE_CONFIG")
+    path = config or (Path(previous) if previous else None)
+    if path is not None:
+        if not path.is_file():
+            raise SettingsError(f"{path}: config file not found")
+        os.environ["MRISCRIBE_CONFIG"] = str(path)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        where = f" (config {path})" if path else ""
+        raise SettingsError(f"invalid settings{where}: {problems}") from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise SettingsError(f"{path}: cannot read config file ({exc})") from None
+    finally:
+        if config is not None:
+            if previous is None:
+                os.environ.pop("MRISCRIBE_CONFIG", None)
+            else:
+                os.environ["MRISCRIBE_CONFIG"] = previous

@@ -1,0 +1,363 @@
+"""Decoding real encoded DICOM files: transfer syntaxes, grey levels, spacing, limits, privacy."""
+
+import io
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    MPEG2MPML,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
+
+from conftest import encode
+from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging.dicom import decode_dicom
+from mriscribe.imaging.limits import Limits
+
+LIMITS = Limits()
+
+
+def path_of(name: str) -> str:
+    return get_testdata_file(name, download=False)
+
+
+def raw(name: str) -> bytes:
+    return Path(path_of(name)).read_bytes()
+
+
+def dataset(name: str) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return pydicom.dcmread(path_of(name))
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def decode(data: bytes, name: str = "scan.dcm", limits: Limits = LIMITS):
+    return decode_dicom(data, name, limits)
+
+
+def grey(data: bytes) -> np.ndarray:
+    pixels = decode(data)[0].pixels
+    assert (pixels[:, :, 0] == pixels[:, :, 2]).all()
+    return pixels[:, :, 0]
+
+
+def stored(name: str) -> np.ndarray:
+    return dataset(name).pixel_array.astype(np.float64)
+
+
+@pytest.mark.parametrize(
+    ("native", "compressed"),
+    [
+        ("MR_small.dcm", "MR_small_RLE.dcm"),
+        ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm"),
+        ("MR_small.dcm", "MR_small_jp2klossless.dcm"),
+        ("emri_small.dcm", "emri_small_RLE.dcm"),
+        ("emri_small.dcm", "emri_small_jpeg_2k_lossless.dcm"),
+        ("emri_small.dcm", "emri_small_jpeg_ls_lossless.dcm"),
+        ("emri_small.dcm", "emri_small_big_endian.dcm"),
+        ("US1_UNCR.dcm", "US1_J2KR.dcm"),
+    ],
+)
+def test_lossless_syntaxes_agree_with_their_uncompressed_twin(native, compressed):
+    expected = decode(raw(native), native)
+    decoded = decode(raw(compressed), compressed)
+    assert decoded[0].meta["transfer_syntax"] != expected[0].meta["transfer_syntax"]
+    assert len(decoded) == len(expected)
+    for ours, theirs in zip(decoded, expected, strict=True):
+        assert ours.pixels.dtype == np.uint8 and ours.pixels.shape[2] == 3
+        np.testing.assert_array_equal(ours.pixels, theirs.pixels)
+
+
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "image_dfl.dcm"])
+def test_jpeg_lossless_and_deflate_agree_with_a_native_copy(name):
+    ds = dataset(name)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    else:  # deflate compresses the whole dataset, not the pixels
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    decoded = decode(raw(name))[0]
+    assert decoded.meta["transfer_syntax"] in (
+        "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])",
+        "Deflated Explicit VR Little Endian",
+    )
+    np.testing.assert_array_equal(decoded.pixels, decode(to_bytes(ds))[0].pixels)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"])
+def test_jpeg_baseline_ybr_becomes_rgb_close_to_the_uncompressed_original(name):
+    decoded = decode(raw(name))[0]
+    original = decode(raw("SC_rgb.dcm"))[0]
+    assert decoded.meta["photometric"].startswith("YBR_FULL")
+    assert decoded.meta["transfer_syntax"] == "JPEG Baseline (Process 1)"
+    difference = np.abs(decoded.pixels.astype(int) - original.pixels.astype(int))
+    assert difference.mean() < 4  # lossy, with 4:2:2 chroma in one of them
+
+
+@pytest.mark.parametrize("syntax", [JPEGBaseline8Bit, JPEGExtended12Bit])
+def test_grey_8_bit_jpeg_baseline_and_extended(syntax):
+    reference = grey(raw("MR_small.dcm"))
+    ds = dataset("MR_small.dcm")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    del ds.WindowCenter, ds.WindowWidth
+    ds.PixelData = encapsulate([encode(reference, "JPEG", quality=95)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    decoded = grey(to_bytes(ds))
+    # Stretched by percentiles rather than the original window, and lossy: close, not equal.
+    assert np.corrcoef(decoded.ravel(), reference.ravel())[0, 1] > 0.99
+
+
+def test_12_bit_jpeg_extended_needs_a_codec_we_do_not_install():
+    # 12-bit JPEG needs pylibjpeg-libjpeg (GPL-3.0); GDCM's wheel and Pillow refuse it.
+    with pytest.raises(InputError, match=r"JPGExtended\.dcm: .*JPEG Extended.*12-bit"):
+        decode(raw("JPGExtended.dcm"), "JPGExtended.dcm")
+
+
+def test_lossy_jpeg_2000_decodes():
+    (decoded,) = decode(raw("MR2_J2KI.dcm"))
+    assert decoded.pixels.shape == (1024, 1024, 3)
+    assert decoded.meta["transfer_syntax"] == "JPEG 2000 Image Compression"
+    assert decoded.pixels.std() > 10
+
+
+def test_multi_frame_gives_one_named_slice_per_frame():
+    slices = decode(raw("emri_small.dcm"), "emri.dcm")
+    assert [s.name for s in slices] == [f"emri.dcm [frame {i}]" for i in range(1, 11)]
+    assert [s.meta["frame"] for s in slices] == [str(i) for i in range(1, 11)]
+    assert {s.meta["frames"] for s in slices} == {"10"}
+    frames = dataset("emri_small.dcm").pixel_array
+    # Each slice is its own frame, not a copy of the first.
+    for index in (0, 9):
+        brightest = np.unravel_index(np.argmax(frames[index]), frames[index].shape)
+        assert slices[index].pixels[brightest][0] == 255
+
+
+def test_single_frame_keeps_the_file_name_and_technical_meta():
+    (decoded,) = decode(raw("MR_small.dcm"), "MR_small.dcm")
+    assert decoded.name == "MR_small.dcm"
+    assert decoded.meta == {
+        "format": "DICOM",
+        "transfer_syntax": "Explicit VR Little Endian",
+        "modality": "MR",
+        "photometric": "MONOCHROME2",
+    }
+
+
+def test_window_centre_and_width_from_the_file_are_used():
+    ds = dataset("MR_small.dcm")
+    values = stored("MR_small.dcm")
+    for centre, width in ((600, 1600), (300, 200)):
+        ds.WindowCenter, ds.WindowWidth = centre, width
+        low = centre - 0.5 - (width - 1) / 2
+        expected = np.rint(np.clip((values - low) * 255 / (width - 1), 0, 255))
+        np.testing.assert_array_equal(grey(to_bytes(ds)), expected)
+
+
+def test_rescale_slope_and_intercept_are_applied_before_the_window():
+    ds = dataset("MR_small.dcm")
+    reference = grey(to_bytes(ds))
+    # The same window expressed in rescaled units gives the same picture only if the
+    # rescale is applied: (2x - 100) windowed at (2c - 100, 2w) equals x windowed at (c, w).
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    ds.WindowCenter, ds.WindowWidth = 2 * 600 - 100, 2 * 1600
+    rescaled = grey(to_bytes(ds))
+    assert np.abs(rescaled.astype(int) - reference.astype(int)).max() <= 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    assert np.abs(grey(to_bytes(ds)).astype(int) - reference.astype(int)).max() > 50
+
+
+def test_ct_without_a_window_gets_a_brain_window_in_hounsfield_units():
+    hounsfield = stored("CT_small.dcm") - 1024  # RescaleSlope 1, RescaleIntercept -1024
+    expected = np.rint(np.clip((hounsfield - 0.0) * 255 / 79, 0, 255))
+    np.testing.assert_array_equal(grey(raw("CT_small.dcm")), expected)
+
+
+def test_without_a_window_grey_levels_are_stretched_by_percentiles():
+    ds = dataset("MR_small.dcm")
+    del ds.WindowCenter, ds.WindowWidth
+    values = stored("MR_small.dcm")
+    low, high = np.percentile(values, (0.5, 99.5))
+    expected = np.rint(np.clip((values - low) * 255 / (high - low), 0, 255))
+    assert np.abs(grey(to_bytes(ds)).astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "RG1_UNCI.dcm"])
+def test_monochrome1_is_inverted(name):
+    ds = dataset(name)
+    as_stored = grey(to_bytes(ds))
+    ds.PhotometricInterpretation = "MONOCHROME2" if name == "RG1_UNCI.dcm" else "MONOCHROME1"
+    flipped = grey(to_bytes(ds))
+    np.testing.assert_array_equal(flipped, 255 - as_stored)
+
+
+def test_palette_colour_becomes_rgb():
+    (decoded,) = decode(raw("OBXXXX1A.dcm"))
+    assert decoded.meta["photometric"] == "PALETTE COLOR"
+    pixels = decoded.pixels.astype(int)
+    assert pixels.shape == (600, 800, 3)
+    assert ((pixels[..., 0] != pixels[..., 1]) | (pixels[..., 1] != pixels[..., 2])).any()
+    assert pixels.max() > 200  # 16-bit palette entries scaled to 8 bits, not clipped to black
+
+
+def test_pixel_spacing_keeps_row_and_column_order():
+    ds = dataset("MR_small.dcm")
+    ds.PixelSpacing = [0.5, 0.8]
+    (decoded,) = decode(to_bytes(ds))
+    assert decoded.spacing_mm == (0.5, 0.8)
+    assert decoded.spacing_source == "DICOM PixelSpacing"
+
+
+def test_imager_pixel_spacing_is_the_fallback_and_broken_spacing_is_unknown():
+    ds = dataset("MR_small.dcm")
+    ds.PixelSpacing = [0, 0]
+    ds.ImagerPixelSpacing = [0.2, 0.3]
+    (decoded,) = decode(to_bytes(ds))
+    assert decoded.spacing_mm == (0.2, 0.3)
+    assert decoded.spacing_source == "DICOM ImagerPixelSpacing"
+    del ds.ImagerPixelSpacing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom warns that NaN is not a valid DS
+        ds.PixelSpacing = ["nan", "0.5"]
+    (decoded,) = decode(to_bytes(ds))
+    assert decoded.spacing_mm is None and decoded.spacing_source == ""
+
+
+def _group(sequence: str, **values: object) -> Dataset:
+    item, group = Dataset(), Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    setattr(group, sequence, Sequence([item]))
+    return group
+
+
+def test_enhanced_multi_frame_reads_shared_and_per_frame_functional_groups():
+    ds = dataset("emri_small.dcm")
+    ds.SharedFunctionalGroupsSequence = Sequence(
+        [_group("PixelMeasuresSequence", PixelSpacing=[0.7, 0.9])]
+    )
+    per_frame = [Dataset() for _ in range(10)]
+    per_frame[1] = _group("PixelMeasuresSequence", PixelSpacing=[0.5, 0.6])
+    per_frame[2] = _group("FrameVOILUTSequence", WindowCenter=100, WindowWidth=50)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    slices = decode(to_bytes(ds))
+    assert [s.spacing_mm for s in slices[:3]] == [(0.7, 0.9), (0.5, 0.6), (0.7, 0.9)]
+    expected = np.rint(np.clip((stored("emri_small.dcm")[2] - 75) * 255 / 49, 0, 255))
+    np.testing.assert_array_equal(slices[2].pixels[:, :, 0], expected)
+
+
+def test_file_without_an_image_says_so():
+    with pytest.raises(
+        InputError, match=r"^plan\.dcm: DICOM file has no image \(Modality RTPLAN\)$"
+    ):
+        decode(raw("rtplan.dcm"), "plan.dcm")
+
+
+@pytest.mark.parametrize("cut", ["MR_truncated.dcm", "half", "header"])
+def test_truncated_files_give_a_clear_error(cut):
+    data = raw("MR_small.dcm")
+    if cut == "MR_truncated.dcm":
+        data = raw(cut)
+    elif cut == "half":
+        data = data[: len(data) // 2]
+    else:
+        data = data[:400]
+    with pytest.raises(InputError, match=r"^cut\.dcm: .*(truncated|less than expected)"):
+        decode(data, "cut.dcm")
+
+
+def test_unknown_transfer_syntax_is_refused_by_name():
+    ds = dataset("MR_small.dcm")
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    ds.PixelData = encapsulate([bytes(ds.PixelData)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    with pytest.raises(InputError, match=r"transfer syntax MPEG2 Main Profile .* not supported"):
+        decode(to_bytes(ds))
+
+
+def test_oversized_images_and_stacks_are_refused_before_decoding():
+    ds = dataset("MR_small_jp2klossless.dcm")
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(200)])  # no JPEG 2000 decoder reads it
+    ds["PixelData"].is_undefined_length = True
+    garbage = to_bytes(ds)
+    with pytest.raises(InputError, match=r"cannot be decoded"):
+        decode(garbage)
+    # The same file within the limits fails to decode, so a LimitError proves the check came first.
+    with pytest.raises(LimitError, match=r"64x64 pixels, more than the limit of 1,000"):
+        decode(garbage, limits=Limits(max_pixels=1000))
+    with pytest.raises(LimitError, match=r"has 10 frames, more than the limit of 5 images"):
+        decode(raw("emri_small.dcm"), limits=Limits(max_images=5))
+
+
+def test_deflate_bomb_is_refused_before_inflating():
+    data = raw("image_dfl.dcm")  # 4.6 kB that inflate to over 260 kB
+    with pytest.raises(LimitError, match=r"deflated DICOM inflates to more than"):
+        decode(data, limits=Limits(max_file_bytes=len(data)))
+
+
+def test_missing_codec_names_the_syntax_and_the_extra(tmp_path):
+    # A fresh interpreter in which the optional codecs cannot be imported, as without the extra.
+    script = (
+        "import sys\n"
+        "for module in ('gdcm', 'jpeg_ls', 'pylibjpeg', 'libjpeg', 'openjpeg', 'rle'):\n"
+        "    sys.modules[module] = None\n"
+        "from pathlib import Path\n"
+        "from mriscribe.errors import InputError\n"
+        "from mriscribe.imaging.dicom import decode_dicom\n"
+        "from mriscribe.imaging.limits import Limits\n"
+        "try:\n"
+        f"    decode_dicom(Path({path_of('MR_small_jpeg_ls_lossless.dcm')!r}).read_bytes(),\n"
+        "                 'ls.dcm', Limits())\n"
+        "except InputError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == (
+        "ls.dcm: decoding JPEG-LS Lossless Image Compression DICOM needs codecs that are not "
+        "installed: pip install 'mriscribe[dicom]'"
+    )
+
+
+def test_patient_data_never_reaches_meta_or_errors():
+    ds = dataset("MR_small.dcm")
+    secrets = ("Doe^Jane", "PID-778899", "19700101")
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = secrets
+    data = to_bytes(ds)
+    assert all(secret.encode() in data for secret in secrets)
+    texts = [" ".join(decode(data)[0].meta.values())]
+    for bad, limits in (
+        (data[: len(data) - 100], LIMITS),
+        (data, Limits(max_pixels=10)),
+        (data[:400], LIMITS),
+    ):
+        with pytest.raises(InputError) as caught:
+            decode(bad, limits=limits)
+        texts.append(str(caught.value))
+    del ds.PixelData
+    with pytest.raises(InputError) as caught:
+        decode(to_bytes(ds))
+    texts.append(str(caught.value))
+    for text in texts:
+        assert not any(secret in text for secret in secrets), text
