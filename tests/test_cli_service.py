@@ -44,7 +44,7 @@ def test_analyze_a_folder_writes_pdf_and_json(tmp_path: Path, heldout_cases):
     names = [Path(i["filename"]).name for i in body["detection_results"]["images"]]
     assert names == sorted(c["file"] for c in chosen)
     reader = PdfReader(out / "r.pdf")
-    assert "IMPRESSION" in "".join(page.extract_text() for page in reader.pages)
+    assert "Impression" in "".join(page.extract_text() for page in reader.pages)
     assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.pdf"]
 
 

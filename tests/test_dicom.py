@@ -22,7 +22,7 @@ from pydicom.uid import (
 
 from conftest import encode
 from mriscribe.errors import InputError, LimitError
-from mriscribe.imaging.dicom import decode_dicom
+from mriscribe.imaging.dicom import _reason, decode_dicom
 from mriscribe.imaging.limits import Limits
 
 LIMITS = Limits()
@@ -361,3 +361,19 @@ def test_patient_data_never_reaches_meta_or_errors():
     texts.append(str(caught.value))
     for text in texts:
         assert not any(secret in text for secret in secrets), text
+
+
+def test_palette_without_its_lookup_table_is_a_clear_error():
+    ds = dataset("OBXXXX1A.dcm")
+    del ds.RedPaletteColorLookupTableData
+    with pytest.raises(InputError, match=r"^p\.dcm: the DICOM image attributes are unusable"):
+        decode(to_bytes(ds), "p.dcm")
+
+
+def test_decoder_messages_are_scrubbed_of_patient_values():
+    # Defence in depth: no decoder message seen so far quotes patient data, but one could.
+    ds = dataset("MR_small.dcm")
+    ds.PatientName, ds.PatientID = "Doe^Jane", "PID-778899"
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(ds)))
+    reason = _reason(ValueError("bad value 'Doe^Jane' near Jane, id PID-778899\nsecond line"), ds)
+    assert reason == "bad value '...' near ..., id ...; second line"

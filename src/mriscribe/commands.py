@@ -133,7 +133,7 @@ def models(args: argparse.Namespace) -> int:
             print(f"  loaded on {detector['backend']}, input {detector['input_size']}")
             print(f"  classes: {', '.join(detector['classes'])}")
             if detector["version"]:
-                print(f"  exported with Ultralytics {detector['version']}")
+                print(f"  version {detector['version']}")
         else:
             print(f"  NOT loaded: {detector['error']}")
         print("report engine: template (deterministic; always available)")

@@ -18,6 +18,10 @@ class InputError(FileProblemError):
     """An input file is empty, truncated, of an unsupported type or otherwise unreadable."""
 
 
+class UnsupportedFormatError(InputError):
+    """The file's content (or its DICOM encoding) is none mriscribe reads: HTTP 415."""
+
+
 class LimitError(InputError):
     """An input is larger than a configured limit (bytes, pixels, count)."""
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding, Measurement, Report
 from mriscribe.detection import Detector, Finding, load_detector
-from mriscribe.errors import InputError, LimitError, MriscribeError
-from mriscribe.imaging.decode import UnsupportedFormatError, decode_file
+from mriscribe.errors import InputError, LimitError, MriscribeError, UnsupportedFormatError
+from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.slices import Slice
 from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
 from mriscribe.report.template import template_report

@@ -103,7 +103,9 @@ class OnnxDetector:
             class_names=names,
             input_size=size,
             description=meta.get("description", ""),
-            version=meta.get("version", ""),
+            # Ultralytics stores its own package version under "version", so a model is
+            # versioned by our key if present, else by its export date.
+            version=meta.get("model_version") or meta.get("date", "")[:10],
         )
 
     def preprocess(

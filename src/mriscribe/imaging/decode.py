@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mriscribe.errors import InputError, LimitError
+from mriscribe.errors import InputError, LimitError, UnsupportedFormatError
 from mriscribe.imaging.dicom import decode_dicom
 from mriscribe.imaging.limits import Limits
 from mriscribe.imaging.nifti import decode_nifti
@@ -11,10 +11,6 @@ from mriscribe.imaging.slices import Slice
 from mriscribe.imaging.sniff import sniff
 
 UNSUPPORTED = "unsupported file type: not a PNG, JPEG, TIFF, DICOM or NIfTI file"
-
-
-class UnsupportedFormatError(InputError):
-    """The file's content is none of the formats mriscribe reads (the service answers 415)."""
 
 
 def decode_file(

@@ -13,10 +13,11 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from mriscribe.errors import InputError, LimitError
+from mriscribe.errors import InputError, LimitError, UnsupportedFormatError
 from mriscribe.imaging.limits import Limits
 from mriscribe.imaging.slices import Slice
 
@@ -46,9 +47,10 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
         warnings.simplefilter("ignore", UserWarning)
         _check_inflation(data, name, limits)
         ds = _read(data, name)
-        _check_complete(ds, name)
         syntax = _transfer_syntax(ds, name)
-        frames = _check_image(ds, name, limits)
+        # Element offsets in a deflated file point into the inflated data, not the file.
+        _check_complete(ds, name, None if syntax == DeflatedExplicitVRLittleEndian else len(data))
+        frames = _check_image(ds, name, limits, syntax)
         try:
             arrays = list(iter_pixels(ds))
         except Exception as exc:  # the decoders raise many types; none may escape unwrapped
@@ -61,7 +63,15 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
             raise InputError(
                 name, f"the DICOM file declares {frames} frames but holds {len(arrays)}"
             )
-        pixels = _to_rgb(ds, arrays, name)
+        try:
+            pixels = _to_rgb(ds, arrays, name)
+            spacings = [_spacing(ds, index) for index in range(frames)]
+        except InputError:
+            raise
+        except Exception as exc:  # malformed LUTs or functional groups
+            raise InputError(
+                name, f"the DICOM image attributes are unusable ({_reason(exc, ds)})"
+            ) from None
 
     meta = {
         "format": "DICOM",
@@ -70,8 +80,7 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
         "photometric": _code(ds, "PhotometricInterpretation"),
     }
     slices = []
-    for index, rgb in enumerate(pixels):
-        spacing, source = _spacing(ds, index)
+    for index, (rgb, (spacing, source)) in enumerate(zip(pixels, spacings, strict=True)):
         frame_meta = dict(meta)
         if frames > 1:
             frame_meta.update(frame=str(index + 1), frames=str(frames))
@@ -89,19 +98,29 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
 
 def _check_inflation(data: bytes, name: str, limits: Limits) -> None:
     """Refuse a deflated dataset that would inflate past the cap, before pydicom inflates it all."""
+    deflated = DeflatedExplicitVRLittleEndian.encode()
     # The file meta (group 0002) is always explicit VR little endian and, by the standard,
-    # starts with its group length: (0002,0000) UL.
+    # starts with its group length (0002,0000) UL, which says where the deflated data begin.
     if data[132:138] != b"\x02\x00\x00\x00UL":
+        if deflated in data[132:1024]:
+            raise InputError(name, "deflated DICOM without a file meta group length")
         return
     start = 144 + int.from_bytes(data[140:144], "little")
-    if DeflatedExplicitVRLittleEndian.encode() not in data[132:start]:
+    if deflated not in data[132:start]:
         return
     cap = MAX_INFLATION * limits.max_file_bytes
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    size, pending = 0, data[start:]
     try:
-        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:], cap + 1)
+        while size <= cap:  # counted in chunks, so the check itself holds little memory
+            chunk = inflater.decompress(pending, 1 << 24)
+            if not chunk:
+                break
+            size += len(chunk)
+            pending = inflater.unconsumed_tail
     except zlib.error:
         return  # pydicom reports the corrupt stream in its own words
-    if len(inflated) > cap:
+    if size > cap:
         raise LimitError(
             name,
             f"deflated DICOM inflates to more than {cap:,} bytes (possible decompression bomb)",
@@ -117,31 +136,34 @@ def _read(data: bytes, name: str) -> Dataset:
         ) from None
 
 
-def _check_complete(ds: Dataset, name: str) -> None:
+def _check_complete(ds: Dataset, name: str, size: int | None) -> None:
     """Refuse what a cut file leaves, which pydicom reads without complaint.
 
-    That is a last value shorter than its declared length, or a dataset with neither pixel
-    data nor the modality every DICOM object has (the cut came before them).
+    A cut shows as a last value shorter than its declared length, or as missing pixel data
+    where there are image attributes, an image SOP class, or bytes after the last element that
+    pydicom could not read (``size``: the file's length, None where offsets are not file offsets).
     """
-    last = ds.get_item(max(ds.keys())) if len(ds) else None
-    short = (
-        isinstance(last, RawDataElement)
-        and isinstance(last.value, bytes)
-        and last.length != _UNDEFINED_LENGTH
-        and len(last.value) < last.length
-    )
-    if short or ("PixelData" not in ds and ("Modality" not in ds or "Rows" in ds)):
+    if not len(ds):
+        raise InputError(name, "the DICOM file is truncated or corrupt (no data after its header)")
+    last = ds.get_item(max(ds.keys()))
+    if isinstance(last, RawDataElement) and last.length != _UNDEFINED_LENGTH:
+        short = isinstance(last.value, bytes) and len(last.value) < last.length
+        unread = size is not None and last.value_tell + last.length < size
+    else:
+        short = unread = False
+    image_class = "Image Storage" in UID(ds.file_meta.get("MediaStorageSOPClassUID", "")).name
+    if short or ("PixelData" not in ds and ("Rows" in ds or unread or image_class)):
         raise InputError(name, "the DICOM file is truncated or corrupt (its data end too early)")
 
 
 def _transfer_syntax(ds: Dataset, name: str) -> UID:
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if not syntax:
-        raise InputError(name, "the DICOM file meta has no transfer syntax")
+        raise InputError(name, "the DICOM file meta has no transfer syntax (truncated or corrupt)")
     return UID(syntax)
 
 
-def _check_image(ds: Dataset, name: str, limits: Limits) -> int:
+def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID) -> int:
     """Check there is an image within the limits and a codec for it; return its frame count."""
     if "PixelData" not in ds:
         raise InputError(name, f"DICOM file has no image (Modality {_code(ds, 'Modality') or '?'})")
@@ -153,13 +175,14 @@ def _check_image(ds: Dataset, name: str, limits: Limits) -> int:
     if rows < 1 or columns < 1 or frames < 1:
         raise InputError(name, f"the DICOM image has an invalid size {columns}x{rows}x{frames}")
     limits.check_pixels(name, columns, rows, frames)
-    syntax = _transfer_syntax(ds, name)
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
-        raise InputError(name, f"DICOM transfer syntax {syntax.name} is not supported") from None
+        raise UnsupportedFormatError(
+            name, f"DICOM transfer syntax {syntax.name} is not supported"
+        ) from None
     if not decoder.is_available:
-        raise InputError(
+        raise UnsupportedFormatError(
             name,
             f"decoding {syntax.name} DICOM needs codecs that are not installed: {INSTALL_HINT}",
         )
@@ -176,15 +199,12 @@ def _to_rgb(ds: Dataset, arrays: list[np.ndarray], name: str) -> list[np.ndarray
         # pydicom has already turned YBR into RGB; only the bit depth is left to map.
         return [_colour_to_uint8(arr, int(ds.get("BitsStored") or 8)) for arr in arrays]
     if photometric == "PALETTE COLOR":
-        try:
-            return [_colour_to_uint8(apply_color_lut(arr, ds), 16) for arr in arrays]
-        except Exception as exc:  # missing or malformed lookup tables
-            raise InputError(name, f"the DICOM palette is unusable ({_reason(exc, ds)})") from None
+        return [_colour_to_uint8(apply_color_lut(arr, ds), 16) for arr in arrays]
 
     values = [_modality(ds, arr, index) for index, arr in enumerate(arrays)]
     windows = [_stored_window(ds, index) for index in range(len(values))]
     if any(window is None for window in windows):
-        fallback = _stack_window(values, ds)
+        fallback = _stack_window(values)
         windows = [window or fallback for window in windows]
     rgb = []
     for frame, (low, high) in zip(values, windows, strict=True):
@@ -226,7 +246,7 @@ def _stored_window(ds: Dataset, frame: int) -> tuple[float, float] | None:
     return centre - 0.5 - (width - 1) / 2, centre - 0.5 + (width - 1) / 2
 
 
-def _stack_window(values: list[np.ndarray], ds: Dataset) -> tuple[float, float]:
+def _stack_window(values: list[np.ndarray]) -> tuple[float, float]:
     """One percentile window for all frames, so that frames of a stack look alike."""
     samples = []
     for frame in values:
@@ -243,7 +263,7 @@ def _colour_to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
     if top <= 255:  # 8-bit values in a 16-bit container, common in palettes
         return arr.astype(np.uint8)
     full = 2.0 ** max(bits, top.bit_length()) - 1
-    return np.rint(arr.astype(np.float32) * (255.0 / full)).astype(np.uint8)
+    return np.rint(np.clip(arr.astype(np.float32) * (255.0 / full), 0, 255)).astype(np.uint8)
 
 
 def _spacing(ds: Dataset, frame: int) -> tuple[tuple[float, float] | None, str]:
@@ -282,7 +302,7 @@ def _number(value: Any) -> float | None:
     """The first value of a (possibly multi-valued) numeric attribute, if it is finite."""
     if value is None or value == "":
         return None
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    if isinstance(value, (list, tuple, MultiValue)):
         if not value:
             return None
         value = value[0]
@@ -300,12 +320,16 @@ def _code(ds: Dataset, keyword: str) -> str:
 
 
 def _reason(exc: Exception, ds: Dataset | None = None) -> str:
-    """A short, one-line reason, with any value of the patient module removed."""
+    """A short, one-line reason, with any value of the patient module (group 0010) removed."""
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     text = text[:300] or type(exc).__name__
-    if ds is not None:
-        for element in ds.group_dataset(0x0010):
-            value = str(element.value).strip()
-            if len(value) >= 3:
-                text = text.replace(value, "...")
+    for tag in ds.keys() if ds is not None else ():
+        if tag.group != 0x0010:
+            continue
+        # The raw bytes, so that pydicom never converts (and may log) a patient value here.
+        value = ds.get_item(tag).value
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        for part in (value, *re.split(r"[\\^=]", value)):
+            if len(part.strip(" \x00")) >= 3:
+                text = text.replace(part.strip(" \x00"), "...")
     return text

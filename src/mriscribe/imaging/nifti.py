@@ -55,7 +55,8 @@ def decode_nifti(
     if dtype.kind not in "iuf":
         raise InputError(name, f"unsupported NIfTI datatype {dtype} (only real numbers)")
     voxels = math.prod(shape[:3])
-    offset = int(header.get_data_offset())
+    # Some writers leave vox_offset at 0 ("unset"); the voxels never overlap the header.
+    offset = max(int(header.get_data_offset()), header.sizeof_hdr + 4)
     volume_bytes = voxels * dtype.itemsize
     cap = MAX_INFLATION * limits.max_file_bytes
     if gzipped and volume_bytes > cap:
@@ -92,7 +93,7 @@ def decode_nifti(
         "orientation": "".join(nib.aff2axcodes(affine)),
         "slices": str(volume.shape[2]),
     }
-    if len(shape) == 4 and shape[3] > 1:
+    if len(shape) >= 4 and shape[3] > 1:
         meta["volume"] = f"1 of {shape[3]}"
     low, high = window
     scale = 255.0 / (high - low) if high > low else 0.0

@@ -33,6 +33,9 @@ NEGATIVE_COLOUR: RGB = (170, 170, 170)
 # Slices smaller than this on their long side are enlarged before drawing so that labels stay
 # legible (a 256 px slice with a 9 px label is unreadable in a PDF or on a screen).
 MIN_LONG_SIDE = 512
+# Larger ones are reduced to this: MRI matrices are rarely above 512, and a 4000 px photograph of
+# a film would cost tens of ms to encode and megabytes in every PDF and JSON response.
+MAX_LONG_SIDE = 1024
 
 _local = threading.local()  # FreeType faces must not be shared between threads
 
@@ -76,17 +79,20 @@ def label_text(item: MeasuredFinding) -> str:
 def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.Image:
     """An RGB image of ``pixels`` with each finding's box and label drawn on it.
 
-    Slices under MIN_LONG_SIDE pixels on their long side are enlarged (bicubic) to that size
-    first; boxes are scaled with them. Tumours are drawn over the no-tumour class, and the most
-    confident finding on top.
+    The slice is first resized (bicubic) so that its long side is between MIN_LONG_SIDE and
+    MAX_LONG_SIDE pixels; boxes are scaled with it. Tumours are drawn over the no-tumour class,
+    and the most confident finding on top.
     """
     image = _to_image(pixels)
     scale = 1.0
     long_side = max(image.size)
     if 0 < long_side < MIN_LONG_SIDE:
         scale = MIN_LONG_SIDE / long_side
+    elif long_side > MAX_LONG_SIDE:
+        scale = MAX_LONG_SIDE / long_side
+    if scale != 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC)
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     if not findings:
         return image
     long_side = max(image.size)

@@ -41,7 +41,8 @@ GREY = (100, 100, 100)
 RULE = (200, 200, 200)
 SHADE = (242, 242, 242)
 BANNER = (255, 243, 205)  # pale amber: a caution, not an alarm
-RESULT_COLOURS = {"positive": (180, 20, 20), "negative": (20, 110, 40), "indeterminate": GREY}
+# A negative result is not an all-clear: dark blue, not green.
+RESULT_COLOURS = {"positive": (180, 20, 20), "negative": (30, 70, 130), "indeterminate": GREY}
 
 # The findings table: (heading, width in mm); widths add up to the 180 mm text width.
 COLUMNS = (
@@ -60,14 +61,14 @@ _SIZE_X = re.compile(r"(\d) x (\d)")
 
 def render_pdf(analysis: Analysis) -> bytes:
     """The PDF for ``analysis``: byte-identical for equal analyses (its timestamp included)."""
-    doc = _Document(analysis)
-    doc.title_block()
-    doc.summary()
-    doc.report_sections()
-    doc.findings_table()
-    doc.images()
-    doc.disclaimer()
-    return bytes(doc.output())
+    layout = _Layout(analysis)
+    layout.title_block()
+    layout.summary()
+    layout.report_sections()
+    layout.findings_table()
+    layout.images()
+    layout.disclaimer()
+    return bytes(layout.pdf.output())
 
 
 def _utc(timestamp: datetime) -> datetime:
@@ -90,57 +91,80 @@ def _size(item: MeasuredFinding) -> str:
     return f"{approx}{item.size.width_mm:.1f} {TIMES} {item.size.height_mm:.1f}"
 
 
-class _Document(FPDF):
+class _Pdf(FPDF):
+    """fpdf2's document with our footer; everything else is laid out by _Layout (composition
+    rather than subclassing keeps our method names clear of fpdf2's, now and in later versions)."""
+
+    def __init__(self, engine: str) -> None:
+        super().__init__(orientation="portrait", unit="mm", format="A4")
+        self.report_engine = engine
+
+    def footer(self) -> None:
+        self.set_y(-MARGIN)
+        self.set_font(FAMILY, "", 7.5)
+        self.set_text_color(*GREY)
+        third = self.epw / 3
+        self.cell(third, 4, f"Page {self.page_no()} of {PAGES_ALIAS}", align="L")
+        self.cell(third, 4, "Automated first read: not a diagnosis", align="C")
+        self.cell(third, 4, f"Report: {self.report_engine}", align="R")
+        self.set_text_color(0)
+
+
+class _Layout:
     """One report being laid out; the methods add its parts in order."""
 
     def __init__(self, analysis: Analysis) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="A4")
         self.analysis = analysis
         self.timestamp = _utc(analysis.timestamp)
-        self.set_margins(MARGIN, MARGIN, MARGIN)
-        self.set_auto_page_break(auto=True, margin=MARGIN + 4)
+        pdf = self.pdf = _Pdf("")
+        pdf.set_margins(MARGIN, MARGIN, MARGIN)
+        pdf.set_auto_page_break(auto=True, margin=MARGIN + 4)
         # fpdf2 replaces this alias by the page count in any text: a control character, which
         # clean() removes from everything else, keeps a file name like "{nb}.png" as it is.
-        self.alias_nb_pages(PAGES_ALIAS)
-        self.set_creation_date(self.timestamp)
-        self.set_producer("mriscribe")
-        self.set_creator("mriscribe")
-        self.set_title("Brain MRI automated first-read report")
-        self.set_lang("en")
-        self.add_font(FAMILY, "", str(REGULAR_FONT))
-        self.add_font(FAMILY, "B", str(BOLD_FONT))
-        for font in self.fonts.values():
+        pdf.alias_nb_pages(PAGES_ALIAS)
+        pdf.set_creation_date(self.timestamp)
+        pdf.set_producer("mriscribe")
+        pdf.set_creator("mriscribe")
+        pdf.set_title("Brain MRI automated first-read report")
+        pdf.set_lang("en")
+        pdf.add_font(FAMILY, "", str(REGULAR_FONT))
+        pdf.add_font(FAMILY, "B", str(BOLD_FONT))
+        for font in pdf.fonts.values():
             # fpdf2 subsets each font when writing. Recomputing bounding boxes and maxima then
             # expands and recompiles every kept glyph, the slowest part of writing the PDF; the
             # full font's values stay valid bounds for a subset of it.
             font.ttfont.recalcBBoxes = False
         # Characters outside the bundled subset would print as empty boxes (and make fpdf2 log a
         # warning per document): they are printed as "?" instead.
-        self._charset = frozenset(self.fonts[FAMILY.lower()].cmap)
-        self.add_page()
+        self._charset = frozenset(pdf.fonts[FAMILY.lower()].cmap)
+        report = analysis.report
+        engine = f"{report.engine} (fallback)" if report.fallback_reason else report.engine
+        pdf.report_engine = self.clean(engine)
+        pdf.add_page()
 
     # Text helpers -----------------------------------------------------------------------------
 
     def clean(self, text: str) -> str:
+        """``text`` with characters the bundled fonts lack as "?" and tabs as spaces."""
         charset = self._charset
         return "".join(
-            c if c in "\n" or ord(c) in charset else " " if c in "\t\r" else "?" for c in text
+            c if c == "\n" or ord(c) in charset else " " if c in "\t\r" else "?" for c in text
         )
 
     def font(self, size: float = BODY_PT, bold: bool = False) -> None:
-        self.set_font(FAMILY, "B" if bold else "", size)
+        self.pdf.set_font(FAMILY, "B" if bold else "", size)
 
     def width(self, text: str) -> float:
         """``text``'s width in mm in the current font, from the font's width table (fpdf2's
         get_string_width builds text fragments on every call: too slow to wrap with)."""
-        widths = self.current_font.cw
-        missing = self.current_font.desc.missing_width
-        return sum(widths.get(ord(c), missing) for c in text) * self.font_size / 1000
+        widths = self.pdf.current_font.cw
+        missing = self.pdf.current_font.desc.missing_width
+        return sum(widths.get(ord(c), missing) for c in text) * self.pdf.font_size / 1000
 
     def wrap(self, text: str, width: float) -> list[str]:
         """``text`` broken into lines no wider than ``width`` mm in the current font; words
         longer than a line (long file names) are broken between characters."""
-        available = width - 2 * self.c_margin
+        available = width - 2 * self.pdf.c_margin
         space = self.width(" ")
         lines: list[str] = []
         for paragraph in text.split("\n"):
@@ -171,79 +195,68 @@ class _Document(FPDF):
         self, text: str, size: float = BODY_PT, bold: bool = False, indent: float = 0.0
     ) -> None:
         self.font(size, bold)
-        width = self.epw - indent
+        width = self.pdf.epw - indent
         height = LINE * size / BODY_PT
         for line in self.wrap(self.clean(text), width):
-            self.set_x(self.l_margin + indent)
-            self.cell(width, height, line, new_x="LMARGIN", new_y="NEXT")
+            self.pdf.set_x(self.pdf.l_margin + indent)
+            self.pdf.cell(width, height, line, new_x="LMARGIN", new_y="NEXT")
 
     def bullets(self, lines: Sequence[str], size: float = BODY_PT) -> None:
         """One bullet per line, wrapped lines indented under the text."""
         self.font(size)
         indent = 4.0
-        width = self.epw - indent
+        width = self.pdf.epw - indent
         for item in lines:
             for number, line in enumerate(self.wrap(self.clean(item), width)):
                 if number == 0:
-                    self.cell(indent, LINE, "•", new_x="RIGHT", new_y="TOP")
+                    self.pdf.cell(indent, LINE, "•", new_x="RIGHT", new_y="TOP")
                 else:
-                    self.set_x(self.l_margin + indent)
-                self.cell(width, LINE, line, new_x="LMARGIN", new_y="NEXT")
+                    self.pdf.set_x(self.pdf.l_margin + indent)
+                self.pdf.cell(width, LINE, line, new_x="LMARGIN", new_y="NEXT")
 
-    def heading(self, text: str, size: float = 11.0) -> None:
-        if self.will_page_break(3 * LINE + 6):
-            self.add_page()
-        self.ln(2.5)
+    def heading(self, text: str, size: float = 11.0, keep: float = 3 * LINE) -> None:
+        """A section heading, on a new page unless ``keep`` mm of what follows fit under it."""
+        if self.pdf.will_page_break(keep + 10):
+            self.pdf.add_page()
+        self.pdf.ln(2.5)
         self.font(size, bold=True)
-        self.cell(0, 6, self.clean(text), new_x="LMARGIN", new_y="NEXT")
-        self.set_draw_color(*RULE)
-        self.set_line_width(0.2)
-        self.line(self.l_margin, self.y, self.l_margin + self.epw, self.y)
-        self.ln(1.2)
-
-    def footer(self) -> None:
-        self.set_y(-MARGIN)
-        self.font(7.5)
-        self.set_text_color(*GREY)
-        report = self.analysis.report
-        engine = f"{report.engine} (fallback)" if report.fallback_reason else report.engine
-        third = self.epw / 3
-        self.cell(third, 4, f"Page {self.page_no()} of {PAGES_ALIAS}", align="L")
-        self.cell(third, 4, "Automated first read: not a diagnosis", align="C")
-        self.cell(third, 4, self.clean(f"Report: {engine}"), align="R")
-        self.set_text_color(0)
+        self.pdf.cell(0, 6, self.clean(text), new_x="LMARGIN", new_y="NEXT")
+        self.pdf.set_draw_color(*RULE)
+        self.pdf.set_line_width(0.2)
+        self.pdf.line(self.pdf.l_margin, self.pdf.y, self.pdf.l_margin + self.pdf.epw, self.pdf.y)
+        self.pdf.ln(1.2)
 
     # Parts of the report ----------------------------------------------------------------------
 
     def title_block(self) -> None:
         self.font(16, bold=True)
-        self.cell(0, 8, "Brain MRI: automated first-read report", new_x="LMARGIN", new_y="NEXT")
+        self.pdf.cell(0, 8, "Brain MRI: automated first-read report", new_x="LMARGIN", new_y="NEXT")
         self.font(SMALL_PT)
-        self.set_text_color(*GREY)
+        self.pdf.set_text_color(*GREY)
         generated = self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.cell(0, 5, f"Generated {generated} (UTC)", new_x="LMARGIN", new_y="NEXT")
-        self.set_text_color(0)
-        self.ln(2)
-        self.set_fill_color(*BANNER)
+        self.pdf.cell(0, 5, f"Generated {generated} (UTC)", new_x="LMARGIN", new_y="NEXT")
+        self.pdf.set_text_color(0)
+        self.pdf.ln(2)
+        self.pdf.set_fill_color(*BANNER)
         self.font(SMALL_PT + 0.5, bold=True)
         self.multi_line_box(
             "Automated first read for research and decision support. Not a diagnosis: it must be "
             "reviewed by a qualified radiologist before any clinical decision."
         )
-        self.ln(1)
+        self.pdf.ln(1)
 
     def multi_line_box(self, text: str) -> None:
         """Wrapped text on a filled background, in the current font."""
-        lines = self.wrap(self.clean(text), self.epw - 2)
+        lines = self.wrap(self.clean(text), self.pdf.epw - 2)
         height = LINE * len(lines) + 2
-        if self.will_page_break(height):
-            self.add_page()
-        self.rect(self.l_margin, self.y, self.epw, height, style="F")
-        self.ln(1)
+        if self.pdf.will_page_break(height):
+            self.pdf.add_page()
+        self.pdf.rect(self.pdf.l_margin, self.pdf.y, self.pdf.epw, height, style="F")
+        self.pdf.ln(1)
         for line in lines:
-            self.set_x(self.l_margin + 1)
-            self.cell(self.epw - 2, LINE, line, new_x="LMARGIN", new_y="NEXT")
-        self.ln(1)
+            self.pdf.set_x(self.pdf.l_margin + 1)
+            self.pdf.cell(self.pdf.epw - 2, LINE, line, new_x="LMARGIN", new_y="NEXT")
+        self.pdf.ln(1)
 
     def summary(self) -> None:
         analysis = self.analysis
@@ -304,20 +317,20 @@ class _Document(FPDF):
         self.heading("Summary")
         key_width = 38.0
         for key, value in rows:
-            lines = self.wrap(self.clean(value), self.epw - key_width)
-            if self.will_page_break(LINE * len(lines)):
-                self.add_page()
+            lines = self.wrap(self.clean(value), self.pdf.epw - key_width)
+            if self.pdf.will_page_break(LINE * len(lines)):
+                self.pdf.add_page()
             self.font(BODY_PT, bold=True)
-            self.cell(key_width, LINE, key, new_x="RIGHT", new_y="TOP")
+            self.pdf.cell(key_width, LINE, key, new_x="RIGHT", new_y="TOP")
             bold = key == "Study result"
             self.font(BODY_PT, bold=bold)
             if bold:
-                self.set_text_color(*RESULT_COLOURS[result])
+                self.pdf.set_text_color(*RESULT_COLOURS[result])
             for number, line in enumerate(lines):
                 if number:
-                    self.set_x(self.l_margin + key_width)
-                self.cell(self.epw - key_width, LINE, line, new_x="LMARGIN", new_y="NEXT")
-            self.set_text_color(0)
+                    self.pdf.set_x(self.pdf.l_margin + key_width)
+                self.pdf.cell(self.pdf.epw - key_width, LINE, line, new_x="LMARGIN", new_y="NEXT")
+            self.pdf.set_text_color(0)
 
     def report_sections(self) -> None:
         for title, body in self.analysis.report.sections.items():
@@ -334,7 +347,7 @@ class _Document(FPDF):
                 self.paragraph("\n".join(lines))
 
     def findings_table(self) -> None:
-        self.heading("Detections")
+        self.heading("Detections", keep=5.5 + 2 * 4.8)
         self.table_header()
         self.font(SMALL_PT)
         any_estimated = False
@@ -359,9 +372,9 @@ class _Document(FPDF):
                     ],
                     class_colour(item.finding.class_name),
                 )
-        self.ln(1)
+        self.pdf.ln(1)
         self.font(7.5)
-        self.set_text_color(*GREY)
+        self.pdf.set_text_color(*GREY)
         note = f"W {TIMES} H: width {TIMES} height of the detection box."
         if any(not image.findings for image in self.analysis.images):
             threshold = threshold_text(self.analysis.conf_threshold)
@@ -369,39 +382,39 @@ class _Document(FPDF):
         if any_estimated:
             note += " ≈: estimated from the default pixel spacing (the file states none)."
         self.paragraph(note, size=7.5)
-        self.set_text_color(0)
+        self.pdf.set_text_color(0)
 
     def table_header(self) -> None:
         self.font(SMALL_PT, bold=True)
-        self.set_fill_color(*SHADE)
+        self.pdf.set_fill_color(*SHADE)
         for heading, width in COLUMNS:
-            self.cell(width, 5.5, heading, fill=True, new_x="RIGHT", new_y="TOP")
-        self.ln(5.5)
+            self.pdf.cell(width, 5.5, heading, fill=True, new_x="RIGHT", new_y="TOP")
+        self.pdf.ln(5.5)
 
     def table_row(self, cells: Sequence[str], colour: tuple[int, int, int] | None) -> None:
         height = 4.8
-        if self.will_page_break(height):
-            self.add_page()
+        if self.pdf.will_page_break(height):
+            self.pdf.add_page()
             self.table_header()
             self.font(SMALL_PT)
         for column, ((_, width), text) in enumerate(zip(COLUMNS, cells, strict=True)):
-            x = self.x
+            x = self.pdf.x
             if column == CLASS_COLUMN and colour is not None:
                 # A swatch in the box colour links the row to the annotated image.
-                self.set_fill_color(*colour)
-                self.rect(x + 1, self.y + 1.3, 2.2, 2.2, style="F")
-                self.set_x(x + 3.2)
+                self.pdf.set_fill_color(*colour)
+                self.pdf.rect(x + 1, self.pdf.y + 1.3, 2.2, 2.2, style="F")
+                self.pdf.set_x(x + 3.2)
                 width -= 3.2
             text = self.fit(self.clean(text), width, keep_end=column == FILE_COLUMN)
-            self.cell(width, height, text, new_x="RIGHT", new_y="TOP")
-        self.ln(height)
-        self.set_draw_color(*RULE)
-        self.line(self.l_margin, self.y, self.l_margin + self.epw, self.y)
+            self.pdf.cell(width, height, text, new_x="RIGHT", new_y="TOP")
+        self.pdf.ln(height)
+        self.pdf.set_draw_color(*RULE)
+        self.pdf.line(self.pdf.l_margin, self.pdf.y, self.pdf.l_margin + self.pdf.epw, self.pdf.y)
 
     def fit(self, text: str, width: float, keep_end: bool = False) -> str:
         """``text`` shortened with an ellipsis to fit ``width`` mm; ``keep_end`` keeps its end
         (a file name's or path's end tells most), else its start."""
-        available = width - 2 * self.c_margin
+        available = width - 2 * self.pdf.c_margin
         size = self.width(text)
         if size <= available:
             return text
@@ -413,8 +426,7 @@ class _Document(FPDF):
         return "…" + text if keep_end else text + "…"
 
     def images(self) -> None:
-        self.heading("Annotated images")
-        column_width = (self.epw - COLUMN_GAP * (IMAGE_COLUMNS - 1)) / IMAGE_COLUMNS
+        column_width = (self.pdf.epw - COLUMN_GAP * (IMAGE_COLUMNS - 1)) / IMAGE_COLUMNS
         images = self.analysis.images
         for start in range(0, len(images), IMAGE_COLUMNS):
             row = images[start : start + IMAGE_COLUMNS]
@@ -422,21 +434,23 @@ class _Document(FPDF):
             sizes = [self.image_size(image, column_width) for image in row]
             text_height = max(LINE * 0.9 * len(lines) for lines in blocks)
             row_height = max(height for _, height in sizes) + 2 + text_height
-            if self.will_page_break(row_height):
-                self.add_page()
-            top = self.y
+            if start == 0:
+                self.heading("Annotated images", keep=row_height)
+            if self.pdf.will_page_break(row_height):
+                self.pdf.add_page()
+            top = self.pdf.y
             for column, (image, lines, (width, height)) in enumerate(
                 zip(row, blocks, sizes, strict=True)
             ):
-                left = self.l_margin + column * (column_width + COLUMN_GAP)
+                left = self.pdf.l_margin + column * (column_width + COLUMN_GAP)
                 jpeg = image.annotated_jpeg or annotated_jpeg(image.slice.pixels, image.findings)
-                self.image(io.BytesIO(jpeg), x=left, y=top, w=width, h=height)
-                self.set_xy(left, top + height + 1)
+                self.pdf.image(io.BytesIO(jpeg), x=left, y=top, w=width, h=height)
+                self.pdf.set_xy(left, top + height + 1)
                 for text, bold in lines:
                     self.font(SMALL_PT + (0.5 if bold else 0), bold=bold)
-                    self.set_x(left)
-                    self.cell(column_width, LINE * 0.9, text, new_x="LEFT", new_y="NEXT")
-            self.set_xy(self.l_margin, top + row_height + 3)
+                    self.pdf.set_x(left)
+                    self.pdf.cell(column_width, LINE * 0.9, text, new_x="LEFT", new_y="NEXT")
+            self.pdf.set_xy(self.pdf.l_margin, top + row_height + 3)
 
     def image_size(self, image: ImageResult, column_width: float) -> tuple[float, float]:
         """The printed size: the column's width for a square slice, never taller than that."""
@@ -470,6 +484,6 @@ class _Document(FPDF):
             "and must be reviewed by a qualified radiologist before any clinical use."
         )
         self.heading("Disclaimer")
-        self.set_fill_color(*SHADE)
+        self.pdf.set_fill_color(*SHADE)
         self.font(BODY_PT)
         self.multi_line_box(text)

@@ -56,5 +56,7 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # pydicom logs each warning it raises, quoting header values; keep only its errors.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     # We write our own access line (with the request id), so uvicorn's is off.
     logging.getLogger("uvicorn.access").disabled = True
