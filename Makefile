@@ -28,6 +28,7 @@ lint:
 
 bench:
 	$(VENV)/bin/python bench/detector_latency.py
+	$(VENV)/bin/python bench/service_latency.py
 
 evaluate:
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800

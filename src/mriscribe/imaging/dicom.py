@@ -35,6 +35,19 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
 
 
+def _register_plugins() -> None:
+    """Add our imagecodecs plugin for 12-bit JPEG Extended to pydicom's decoder, once."""
+    from pydicom.pixels.decoders import JPEGExtended12BitDecoder
+
+    if "imagecodecs" not in JPEGExtended12BitDecoder.available_plugins:
+        JPEGExtended12BitDecoder.add_plugin(
+            "imagecodecs", ("mriscribe.imaging.dicom_imagecodecs", "_decode_frame")
+        )
+
+
+_register_plugins()
+
+
 def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
     """Decode a DICOM Part 10 file into one RGB slice per frame.
 
