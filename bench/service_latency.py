@@ -130,9 +130,8 @@ def prototype_render(analysis: Any) -> bytes:
 
 
 def compare_rendering(rounds: int) -> dict[str, float]:
-    from mriscribe.render.pdf import render_pdf
-
     from mriscribe.pipeline import InputFile, analyze
+    from mriscribe.render.pdf import render_pdf
     from mriscribe.settings import Settings
 
     settings = Settings()

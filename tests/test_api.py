@@ -285,3 +285,26 @@ def test_health_is_503_while_loading():
         assert response.json()["status"] == "loading"
         assert "loading" in response.json()["reason"]
         assert json.loads(client.post("/analyze-json").text)["error"]
+
+
+def test_too_many_files_is_413_however_many(limited_server):
+    small = encode(np.full((32, 32, 3), 90, np.uint8))
+    for count in (4, 6):
+        response = _post(limited_server.url, "/analyze-json", [(f"{i}.png", small) for i in range(count)])
+        assert response.status_code == 413, response.text
+        assert "limit of 3" in response.json()["error"]
+
+
+def test_log_tracebacks_carry_no_exception_messages():
+    from mriscribe.service.logs import code_frames
+
+    patient = "Doe" + "^Jane"  # so that no source line shown in the frames holds the value
+    try:
+        try:
+            raise ValueError(f"could not convert: {patient}")
+        except ValueError:
+            raise RuntimeError(f"second\nline {patient}") from None
+    except RuntimeError as exc:
+        frames = code_frames(exc)
+    assert "Doe^Jane" not in frames
+    assert "RuntimeError" in frames and "test_api.py" in frames

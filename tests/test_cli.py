@@ -99,7 +99,7 @@ def test_unwritable_json_and_bad_batch(tmp_path: Path, heldout_cases):
     image = str(HELDOUT / heldout_cases[0]["file"])
     result = run("detect", image, "--json", str(tmp_path))  # a folder, not a file
     assert result.returncode == 2
-    assert f"{tmp_path}: cannot be written" in result.stderr
+    assert f"{tmp_path}: is a folder" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == []  # no temp file left behind
     result = run("detect", image, "--batch", "0")
     assert result.returncode == 2 and "--batch must be at least 1" in result.stderr

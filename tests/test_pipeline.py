@@ -116,3 +116,42 @@ def test_many_images_are_batched_in_order(settings):
 )
 def test_safe_name(raw, expected):
     assert safe_name(raw, 3) == expected
+
+
+@pytest.mark.parametrize("path", sorted((HELDOUT.parent / "malformed").glob("*.nii.gz")))
+def test_fuzzed_files_that_break_decoders_get_a_clear_error(settings, path):
+    """NIfTI files from a fuzzing run that once made nibabel raise (OrientationError, KeyError,
+    HeaderDataError) and so a 500: now a clear error naming the file."""
+    with pytest.raises(InputProblemsError) as caught:
+        analyze([InputFile("scan.nii.gz", path.read_bytes())], settings)
+    assert caught.value.kind == "unreadable"
+    assert str(caught.value).startswith("scan.nii.gz: ")
+
+
+def test_a_request_has_a_decoded_pixel_budget(heldout_cases):
+    png = (HELDOUT / heldout_cases[0]["file"]).read_bytes()  # 256 x 256
+    budget = Settings(max_total_pixels=3 * 256 * 256)
+    assert len(analyze([InputFile(f"{i}.png", png) for i in range(3)], budget).images) == 3
+    with pytest.raises(InputProblemsError) as caught:
+        analyze([InputFile(f"{i}.png", png) for i in range(5)], budget)
+    assert caught.value.kind == "limit"
+    assert "decoded pixels" in str(caught.value)
+
+
+def test_missing_files_are_all_named(settings, tmp_path):
+    with pytest.raises(InputProblemsError) as caught:
+        analyze([tmp_path / "a.png", tmp_path / "b.dcm"], settings)
+    assert [p.path for p in caught.value.problems] == [
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.dcm"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["No Tumor", "no_tumour", "No-Tumor", "notumor", "NO TUMOUR", "No\xa0Tumor", "Healthy"]
+)
+def test_negative_class_spellings(name):
+    from mriscribe.report.facts import is_negative_class
+
+    assert is_negative_class(name)
+    assert not is_negative_class("Glioma") and not is_negative_class("tumor")

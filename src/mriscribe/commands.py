@@ -85,8 +85,7 @@ def analyze(args: argparse.Namespace) -> int:
         from mriscribe.render.pdf import render_pdf
 
         outputs.append((args.pdf, render_pdf(analysis)))
-    for path, data in outputs:  # all rendered before any is written
-        write_atomically(path, data)
+    write_all_atomically(outputs)
     print(analysis.report.text)
     facts = analysis.facts
     print(
@@ -142,24 +141,35 @@ def models(args: argparse.Namespace) -> int:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write via a temporary file beside ``path``, so a failure never leaves half a file."""
+    write_all_atomically([(path, data)])
+
+
+def write_all_atomically(outputs: list[tuple[Path, bytes]]) -> None:
+    """Write every output to a temporary file beside it first, then move them all into place:
+    if any cannot be written (a folder, no permission, a full disk), none is."""
     import os
     import tempfile
 
+    temps: list[tuple[str, Path]] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(str(path), f"cannot be written ({exc.strerror})") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise OutputError(str(path), f"cannot be written ({exc.strerror})") from None
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        for path, data in outputs:
+            if path.is_dir():
+                raise OutputError(str(path), "is a folder; give a file name")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, temp = tempfile.mkstemp(
+                    dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+                )
+                temps.append((temp, path))
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+            except OSError as exc:
+                raise OutputError(str(path), f"cannot be written ({exc.strerror})") from None
+        for temp, path in temps:
+            os.replace(temp, path)
+    finally:
+        for temp, _ in temps:
+            Path(temp).unlink(missing_ok=True)
 
 
 def _progress_bar(total: int) -> Any:

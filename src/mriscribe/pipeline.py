@@ -19,6 +19,8 @@ from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding, Measureme
 from mriscribe.detection import Detector, Finding, load_detector
 from mriscribe.errors import InputError, LimitError, MriscribeError, UnsupportedFormatError
 from mriscribe.imaging.decode import decode_file
+from mriscribe.imaging.files import read_input_file
+from mriscribe.imaging.limits import Limits
 from mriscribe.imaging.slices import Slice
 from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
 from mriscribe.report.template import template_report
@@ -81,49 +83,65 @@ def get_detector(settings: Settings) -> Detector:
         return _detectors[key]
 
 
-def decode_inputs(files: Sequence[InputFile], settings: Settings) -> list[Slice]:
-    """Every slice of every file, in order; all bad files reported together (InputProblemsError)."""
+def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list[Slice]:
+    """Every slice of every file, in order; all bad files reported together (InputProblemsError).
+
+    Paths are read here, one at a time. Decoding stops as soon as the request passes its image
+    count or decoded-pixel budget, so one request cannot hold more than about that in memory.
+    """
     limits = settings.limits
     if not files:
         raise InputProblemsError([InputError("request", "no image files were sent")])
-    total = sum(len(f.data) for f in files)
+    total = sum(len(f.data) for f in files if isinstance(f, InputFile))
     if total > limits.max_request_bytes:
-        raise InputProblemsError(
-            [
-                LimitError(
-                    "request",
-                    f"files total {total:,} bytes, more than the limit of "
-                    f"{limits.max_request_bytes:,}",
-                )
-            ]
-        )
+        raise InputProblemsError([LimitError("request", _over("files total", total, limits))])
     slices: list[Slice] = []
     problems: list[InputError] = []
-    for file in files:
+    pixels = 0
+    for item in files:
+        name = item.name if isinstance(item, InputFile) else str(item)
         try:
-            slices.extend(
-                decode_file(
-                    file.data,
-                    file.name,
-                    limits,
-                    nifti_step=settings.nifti_step,
-                    nifti_max_slices=settings.nifti_max_slices,
-                )
+            data = item.data if isinstance(item, InputFile) else read_input_file(
+                item, limits.max_file_bytes
+            )
+            decoded = decode_file(
+                data,
+                name,
+                limits,
+                nifti_step=settings.nifti_step,
+                nifti_max_slices=settings.nifti_max_slices,
             )
         except InputError as exc:
             problems.append(exc)
-    if problems:
-        raise InputProblemsError(problems)
-    if len(slices) > limits.max_images:
-        raise InputProblemsError(
-            [
+            continue
+        except Exception as exc:  # a decoder library failing on a malformed file
+            log.warning("decoder failed", extra={"exception": type(exc).__name__})
+            problems.append(
+                InputError(name, f"cannot be decoded: the file is malformed ({type(exc).__name__})")
+            )
+            continue
+        slices.extend(decoded)
+        pixels += sum(s.width * s.height for s in decoded)
+        if len(slices) > limits.max_images:
+            problems.append(
+                LimitError("request", f"more than the limit of {limits.max_images} images")
+            )
+            break
+        if pixels > limits.max_total_pixels:
+            problems.append(
                 LimitError(
                     "request",
-                    f"{len(slices)} images, more than the limit of {limits.max_images}",
+                    f"more than the limit of {limits.max_total_pixels:,} decoded pixels",
                 )
-            ]
-        )
+            )
+            break
+    if problems:
+        raise InputProblemsError(problems)
     return slices
+
+
+def _over(what: str, size: int, limits: Limits) -> str:
+    return f"{what} {size:,} bytes, more than the limit of {limits.max_request_bytes:,}"
 
 
 def measure(finding: Finding, spacing: tuple[float, float], source: str, estimated: bool) -> (
@@ -155,10 +173,9 @@ def analyze(
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    files = [_as_input(item, settings) for item in inputs]
     detector = detector or get_detector(settings)
 
-    slices = decode_inputs(files, settings)
+    slices = decode_inputs(inputs, settings)
     timings["decode"] = _ms_since(started)
 
     mark = time.perf_counter()
@@ -249,14 +266,6 @@ def _with_jpeg(image: ImageResult, jpeg: bytes) -> ImageResult:
     from dataclasses import replace
 
     return replace(image, annotated_jpeg=jpeg)
-
-
-def _as_input(item: InputFile | Path, settings: Settings) -> InputFile:
-    if isinstance(item, InputFile):
-        return item
-    from mriscribe.imaging.files import read_input_file
-
-    return InputFile(str(item), read_input_file(item, settings.limits.max_file_bytes))
 
 
 def _model_name(detector: Detector) -> str:

@@ -17,6 +17,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import (
+    SettingsError as SourceError,
+)
 
 from mriscribe.errors import MriscribeError
 from mriscribe.imaging.limits import Limits
@@ -31,7 +34,9 @@ class SettingsError(MriscribeError):
 class Settings(BaseSettings):
     """The settings of the service and the CLI."""
 
-    model_config = SettingsConfigDict(env_prefix="MRISCRIBE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MRISCRIBE_", extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
     # Detector
     model_path: Path | None = Field(
@@ -56,6 +61,8 @@ class Settings(BaseSettings):
     max_request_mb: float = Field(default=300.0, gt=0)
     max_images: int = Field(default=200, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1)
+    max_total_pixels: int = Field(default=50_000_000, ge=1)
+    max_concurrent_analyses: int = Field(default=2, ge=1, description="service: at once")
 
     # Service
     host: str = "127.0.0.1"
@@ -78,6 +85,7 @@ class Settings(BaseSettings):
             max_request_bytes=int(self.max_request_mb * MiB),
             max_images=self.max_images,
             max_pixels=self.max_pixels,
+            max_total_pixels=self.max_total_pixels,
         )
 
     @classmethod
@@ -116,6 +124,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         )
         where = f" (config {path})" if path else ""
         raise SettingsError(f"invalid settings{where}: {problems}") from None
+    except SourceError as exc:  # a MRISCRIBE_* variable that cannot be parsed
+        cause = exc.__cause__ or exc
+        raise SettingsError(f"invalid settings: {cause}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise SettingsError(f"{path}: cannot read config file ({exc})") from None
     finally:

@@ -15,6 +15,8 @@ class Limits:
     max_request_bytes: int = 300 * 1024 * 1024
     max_images: int = 200
     max_pixels: int = 40_000_000
+    # Decoded pixels in one request, all images together: bounds memory (3 bytes a pixel).
+    max_total_pixels: int = 50_000_000
 
     def check_pixels(self, name: str, width: int, height: int, frames: int = 1) -> None:
         """Refuse an image (or each frame of a stack) larger than ``max_pixels``."""
@@ -27,6 +29,12 @@ class Limits:
         if frames > self.max_images:
             raise LimitError(
                 name, f"has {frames} frames, more than the limit of {self.max_images} images"
+            )
+        if width * height * frames > self.max_total_pixels:
+            raise LimitError(
+                name,
+                f"holds {width * height * frames:,} pixels, more than the limit of "
+                f"{self.max_total_pixels:,} pixels a request",
             )
 
     def check_file_bytes(self, name: str, size: int) -> None:

@@ -265,7 +265,7 @@ class _Layout:
         result_text = {
             "positive": "Positive: tumour detected by the automated system",
             "negative": "Negative: no tumour detected by the automated system",
-            "indeterminate": "Indeterminate: no detection above the threshold",
+            "indeterminate": "Indeterminate: not every image has a detection above the threshold",
         }[result]
         counts = facts.counts_by_class
         classes = ", ".join(f"{name} ({count})" for name, count in counts.items()) or "none"

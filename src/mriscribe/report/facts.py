@@ -6,19 +6,21 @@ disagree about what was found. Facts hold no pixels and no file names: images ar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-# The public brain-tumour data set's negative class; other spellings from users' models too.
-_NEGATIVE_NAMES = {"no tumor", "no tumour", "notumor", "no_tumor", "normal", "negative"}
+# The public brain-tumour data set's negative class, and the other names users' models give it,
+# compared on letters only ("No Tumor", "no_tumour", "No-Tumor" and "notumor" are one name).
+_NEGATIVE_NAMES = {"notumor", "notumour", "normal", "negative", "healthy", "nolesion"}
 
 ImageStatus = Literal["positive", "negative", "no finding"]
 
 
 def is_negative_class(class_name: str) -> bool:
     """True for a class that means 'no tumour here' (a negative finding, never a tumour)."""
-    return class_name.strip().lower() in _NEGATIVE_NAMES
+    return re.sub(r"[^a-z]", "", class_name.lower()) in _NEGATIVE_NAMES
 
 
 @dataclass(frozen=True)

@@ -96,11 +96,13 @@ def size_text(fact: FindingFact, times: str = "x") -> str:
 
 
 def study_result(facts: StudyFacts) -> str:
-    """'positive' (a tumour detected), 'negative' (only the no-tumour class) or 'indeterminate'
-    (no detection above the threshold on any image, or no images)."""
+    """'positive' (a tumour detected), 'negative' (every image classified as no tumour) or
+    'indeterminate' (some or all images without any detection above the threshold, or none)."""
     if facts.positive:
         return "positive"
-    return "negative" if facts.negative_images else "indeterminate"
+    if facts.negative_images and not facts.unremarkable_images:
+        return "negative"
+    return "indeterminate"
 
 
 def template_report(facts: StudyFacts, *, model_name: str, model_version: str = "") -> Report:
@@ -256,7 +258,7 @@ def _impression(facts: StudyFacts) -> str:
             label = "Largest lesion" if tumours > 1 else "Lesion size"
             lines.append(
                 f"{label}: {largest.class_name} on image {largest.image_number}, "
-                f"{size_text(largest)}, largest diameter {largest.max_diameter_mm:.1f} mm"
+                f"{size_text(largest)}, longest box side {largest.max_diameter_mm:.1f} mm"
                 f"{estimated}."
             )
         if len(facts.classes_detected) > 1:
@@ -276,15 +278,18 @@ def _impression(facts: StudyFacts) -> str:
         return "\n".join(lines)
     if result == "negative":
         detail = f"classified {_negative_names(facts.images)}"
-        if empty:
-            detail = (
-                f"{images_phrase(negatives)} {detail}; {images_phrase(empty)} with no detection "
-                f"above the {threshold} threshold, indeterminate"
-            )
         scope = "on the image" if total == 1 else f"on any of the {total} images"
         return (
             f"Negative study: no tumour was detected by the automated system {scope} "
             f"({detail}).\nAn automated negative result does not exclude a tumour."
+        )
+    if negatives:
+        negative_images = [image for image in facts.images if image.status == "negative"]
+        return (
+            "Indeterminate study: no tumour was detected by the automated system, but only "
+            f"{images_phrase(negatives)} classified {_negative_names(negative_images)}; "
+            f"{images_phrase(empty)} had no detection above the {threshold} threshold "
+            "(neither a tumour nor a no-tumour classification), so this is not a normal result."
         )
     return (
         "Indeterminate study: no tumour was detected by the automated system, but "

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 
+import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mriscribe import __version__
 from mriscribe.analysis import Analysis
@@ -35,6 +37,9 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     """The service for ``settings``. Models load in the background after start-up; until they
     are ready /health and the analysis routes answer 503 with the reason."""
     state = ServiceState(settings)
+    # Bounds the memory of analyses in flight (each up to max_total_pixels decoded); inference
+    # itself is serialised in the pipeline, so more at once would not be faster.
+    state.slots = anyio.Semaphore(settings.max_concurrent_analyses)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -59,9 +64,7 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Request-ID", "Content-Disposition"],
     )
-    app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes + 1024 * 1024
-    )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes)
     _add_error_handlers(app)
     _add_offline_docs(app)
     page = _load_page()
@@ -123,15 +126,19 @@ async def _run(request: Request, state: ServiceState, *, render_images: bool) ->
     limits = settings.limits
     try:
         files = await _read_upload(request, limits.max_images, limits.max_file_bytes)
+    except ClientDisconnect:
+        log.info("client disconnected during upload")
+        return _error(400, "the upload was interrupted")
     except BodyTooLargeError:
         limit = limits.max_request_bytes
         return _error(413, f"request is larger than the limit of {limit:,} bytes")
     except MriscribeError as exc:
         return _error(413 if isinstance(exc, LimitError) else 400, str(exc))
     try:
-        analysis = await run_in_threadpool(
-            analyze, files, settings, detector=state.detector, render_images=render_images
-        )
+        async with state.slots:
+            analysis = await run_in_threadpool(
+                analyze, files, settings, detector=state.detector, render_images=render_images
+            )
     except InputProblemsError as exc:
         log.info("input rejected", extra={"files": len(files), "kind": exc.kind})
         return _error(_STATUS[exc.kind], str(exc))
@@ -148,7 +155,7 @@ async def _run(request: Request, state: ServiceState, *, render_images: bool) ->
 
 
 async def _read_upload(request: Request, max_images: int, max_file_bytes: int) -> list[InputFile]:
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()
     if not content_type.startswith("multipart/form-data"):
         raise MriscribeError(f"send the images as multipart/form-data in the field '{FIELD}'")
     try:
@@ -156,6 +163,8 @@ async def _read_upload(request: Request, max_images: int, max_file_bytes: int) -
     except BodyTooLargeError:
         raise
     except StarletteHTTPException as exc:  # starlette's own limits and malformed bodies
+        if "Too many files" in str(exc.detail):
+            raise LimitError("request", f"more than the limit of {max_images} files") from None
         raise MriscribeError(f"the upload could not be read: {exc.detail}") from None
     try:
         uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
@@ -198,11 +207,6 @@ def _add_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         return _error(400, f"invalid request: {problems}")
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected failure")
-        return _error(500, "internal error: the failure was logged with this request's id")
 
 
 def _add_offline_docs(app: FastAPI) -> None:

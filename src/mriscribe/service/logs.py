@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -32,17 +33,27 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            # The exception type and where it happened, for the operator; its message may
-            # quote input, so it is left out.
-            entry["exception"] = record.exc_info[0].__name__
-            entry["traceback"] = self.formatStack(self.formatException(record.exc_info))
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = type(record.exc_info[1]).__name__
+            entry["traceback"] = code_frames(record.exc_info[1])
         return json.dumps(entry, default=str)
 
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
-        lines = stack_info.splitlines()
-        # Keep the frames ("File ..., line ..., in ..." and code); drop the final message line.
-        return "\n".join(lines[:-1]) if len(lines) > 1 else ""
+
+def code_frames(exc: BaseException) -> str:
+    """Where an exception (and each one it came from) happened: type names and code frames only.
+
+    Exception messages are left out everywhere in the chain: they may quote input (file names,
+    header values) and so identify a patient.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)
+        parts.append("".join(traceback.format_list(frames)) + type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return "\n-- raised while handling --\n".join(reversed(parts))
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -56,7 +67,11 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # pydicom logs each warning it raises, quoting header values; keep only its errors.
+    # pydicom logs each warning it raises, quoting header values; fontTools logs the glyphs of
+    # each PDF (which reveal file names): keep only their errors and warnings.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
+    # Library warnings (numpy, nibabel) become log records: JSON like the rest, not raw text.
+    logging.captureWarnings(True)
     # We write our own access line (with the request id), so uvicorn's is off.
     logging.getLogger("uvicorn.access").disabled = True

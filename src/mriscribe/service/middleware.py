@@ -29,9 +29,11 @@ class RequestContextMiddleware:
     in the response, refuses bodies over ``max_body_bytes`` with 413 (by Content-Length up front,
     and by counting while receiving), and logs one line per request."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, slack_bytes: int = 1024 * 1024) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Multipart framing adds a little to the files' own bytes; the pipeline checks those.
+        self.slack_bytes = slack_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,8 +44,8 @@ class RequestContextMiddleware:
         rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()
-        status = {"code": 500}
-        limit = self.max_body_bytes
+        status = {"code": 500, "started": False}
+        limit = self.max_body_bytes + self.slack_bytes
         received = 0
 
         async def counted_receive() -> Message:
@@ -58,6 +60,7 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = True
                 message.setdefault("headers", [])
                 message["headers"].append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
@@ -65,12 +68,21 @@ class RequestContextMiddleware:
         try:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
-                await _send_error(send_with_id, 413, _too_large(limit))
+                await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
                 return
             try:
                 await self.app(scope, counted_receive, send_with_id)
             except BodyTooLargeError:
-                await _send_error(send_with_id, 413, _too_large(limit))
+                if not status["started"]:
+                    await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
+            except Exception:  # the last guard: logged here, with this request's id
+                log.exception("unexpected failure")
+                if not status["started"]:
+                    await _send_error(
+                        send_with_id,
+                        500,
+                        f"internal error: logged with request id {rid}",
+                    )
         finally:
             log.info(
                 "request",

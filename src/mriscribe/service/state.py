@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mriscribe.detection import Detector
 from mriscribe.errors import MriscribeError
@@ -24,6 +25,7 @@ class ServiceState:
     detector: Detector | None = None
     detector_sha256: str = ""
     load_error: str | None = None
+    slots: Any = None  # an anyio.Semaphore bounding analyses in flight, set by create_app
     _thread: threading.Thread | None = None
 
     @property
