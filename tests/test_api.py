@@ -290,7 +290,8 @@ def test_health_is_503_while_loading():
 def test_too_many_files_is_413_however_many(limited_server):
     small = encode(np.full((32, 32, 3), 90, np.uint8))
     for count in (4, 6):
-        response = _post(limited_server.url, "/analyze-json", [(f"{i}.png", small) for i in range(count)])
+        files = [(f"{i}.png", small) for i in range(count)]
+        response = _post(limited_server.url, "/analyze-json", files)
         assert response.status_code == 413, response.text
         assert "limit of 3" in response.json()["error"]
 
