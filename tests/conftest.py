@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,22 @@ def detector():
     from mriscribe.detection import load_detector
 
     return load_detector()
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``mriscribe ARGS`` in a fresh process, as a user runs it (no config file from outside)."""
+    environment = {**os.environ, **(env or {})}
+    environment.pop("MRISCRIBE_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mriscribe", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env=environment,
+    )
 
 
 def encode(array: np.ndarray, fmt: str = "PNG", **options: object) -> bytes:

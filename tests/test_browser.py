@@ -22,18 +22,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from mriscribe.report.template import SECTIONS
+
 HELDOUT = Path(__file__).parent / "fixtures" / "heldout"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 TIMEOUT = 60  # seconds; the test machine is slow and shared
-REPORT_ORDER = [
-    "EXAMINATION",
-    "TECHNIQUE",
-    "FINDINGS",
-    "IMPRESSION",
-    "RECOMMENDATIONS",
-    "DISCLAIMER",
-]
+REPORT_ORDER = list(SECTIONS)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:

@@ -1,24 +1,13 @@
 """`mriscribe detect` end to end, as a user runs it."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from conftest import HELDOUT
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mriscribe.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+from conftest import run_cli as run
 
 
 def test_detect_prints_the_prototype_format(tmp_path: Path, heldout_cases):

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from pypdf import PdfReader
 
 from conftest import HELDOUT
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    environment = {**os.environ, **(env or {})}
-    environment.pop("MRISCRIBE_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "mriscribe", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=environment,
-    )
+from conftest import run_cli as run
 
 
 def test_analyze_a_folder_writes_pdf_and_json(tmp_path: Path, heldout_cases):

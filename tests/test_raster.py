@@ -25,6 +25,11 @@ GRADIENT = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
         ("I;16", "PNG"),
         ("L", "JPEG"),
         ("RGB", "JPEG"),
+        ("L", "TIFF"),
+        ("RGB", "TIFF"),
+        ("RGBA", "TIFF"),
+        ("P", "TIFF"),
+        ("I;16", "TIFF"),
     ],
 )
 def test_decodes_common_modes_to_rgb(mode, fmt):
