@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import time
 import zlib
 from datetime import datetime
 
@@ -309,3 +311,22 @@ def test_log_tracebacks_carry_no_exception_messages():
         frames = code_frames(exc)
     assert "Doe^Jane" not in frames
     assert "RuntimeError" in frames and "test_api.py" in frames
+
+
+def test_a_client_hanging_up_mid_upload_is_logged_once_without_a_traceback(live_server_process):
+    server = live_server_process
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /analyze-json HTTP/1.1\r\nHost: x\r\nX-Request-ID: hangup-1\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000\r\n\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a.png\"\r\n\r\n"
+            + b"\0" * 100_000
+        )
+    for _ in range(50):  # the server notices the hang-up asynchronously
+        mine = [r for r in server.log_records() if r["request_id"] == "hangup-1"]
+        if any(r["msg"] == "request" for r in mine):
+            break
+        time.sleep(0.1)
+    assert [r["msg"] for r in mine] == ["client disconnected during upload", "request"]
+    assert not any("traceback" in r for r in mine)
+    assert httpx.get(f"{server.url}/health").status_code == 200
