@@ -22,7 +22,8 @@ def dicom(name: str) -> bytes:
 
 
 def ball() -> bytes:
-    """A 3-D NIfTI volume: a bright ball through 18 of its 20 slices."""
+    """A 3-D NIfTI volume: a bright ball through 18 of its 20 slices (16 of them kept: its two
+    caps hold under a quarter of the widest slice's tissue)."""
     x, y, z = np.indices((32, 32, 20)) - np.array([15.5, 15.5, 9.5])[:, None, None, None]
     volume = (100 * (x**2 + y**2 + (z * 1.5) ** 2 <= 14**2)).astype(np.uint8)
     return gzip.compress(nib.Nifti1Image(volume, np.eye(4)).to_bytes())
@@ -36,7 +37,7 @@ def ball() -> bytes:
         (encode(GRADIENT, "TIFF"), "scan.png", "TIFF", 1),
         (dicom("MR_small.dcm"), "scan.png", "DICOM", 1),
         (dicom("emri_small.dcm"), "emri", "DICOM", 10),
-        (ball(), "volume.dcm", "NIfTI", 18),
+        (ball(), "volume.dcm", "NIfTI", 16),
     ],
 )
 def test_format_comes_from_the_content_not_the_name(data, name, fmt, count):
@@ -77,7 +78,7 @@ def test_file_over_the_byte_limit_is_refused_before_decoding():
 def test_files_yielding_more_images_than_allowed_are_refused():
     with pytest.raises(LimitError, match=r"has 10 frames, more than the limit of 4 images"):
         decode_file(dicom("emri_small.dcm"), "emri.dcm", Limits(max_images=4))
-    with pytest.raises(LimitError, match=r"yields 18 images, more than the limit of 4.*step"):
+    with pytest.raises(LimitError, match=r"yields 16 images, more than the limit of 4.*step"):
         decode_file(ball(), "ball.nii.gz", Limits(max_images=4), nifti_step=1)
     assert len(decode_file(ball(), "ball.nii.gz", Limits(max_images=4), nifti_max_slices=4)) == 4
     assert len(decode_file(ball(), "ball.nii.gz", LIMITS, nifti_step=5)) == 4

@@ -99,23 +99,24 @@ def test_gzipped_and_plain_files_decode_alike():
 def test_only_slices_through_the_head_are_kept_with_names_and_meta():
     slices = decode(nii(head()), "head.nii", step=1)
     indices = [int(s.meta["slice_index"]) for s in slices]
-    # The ellipsoid spans z = -24..24 mm; the outermost slices (z = +-25.5 mm) are empty.
-    assert indices == list(range(1, 17))
+    # The ellipsoid spans z = -24..24 mm; the outermost slices (z = +-25.5 mm) are empty, and
+    # the caps next to them (under a quarter of the widest slice's tissue) are dropped too.
+    assert indices == list(range(2, 16))
     assert [s.name for s in slices] == [f"head.nii [slice {k}]" for k in indices]
     assert slices[0].meta == {
         "format": "NIfTI",
         "orientation": "LPS",
         "slices": "18",
-        "slice_index": "1",
+        "slice_index": "2",
     }
     assert all(s.pixels.dtype == np.uint8 and s.pixels.shape == (50, 40, 3) for s in slices)
 
 
 def test_step_keeps_every_nth_slice_and_auto_spreads_evenly():
     data = nii(head())
-    assert [int(s.meta["slice_index"]) for s in decode(data, step=3)] == [1, 4, 7, 10, 13, 16]
-    assert [int(s.meta["slice_index"]) for s in decode(data, max_slices=4)] == [1, 6, 11, 16]
-    assert len(decode(data)) == 16  # auto keeps all when there are at most max_slices
+    assert [int(s.meta["slice_index"]) for s in decode(data, step=3)] == [2, 5, 8, 11, 14]
+    assert [int(s.meta["slice_index"]) for s in decode(data, max_slices=4)] == [2, 6, 11, 15]
+    assert len(decode(data)) == 14  # auto keeps all when there are at most max_slices
     with pytest.raises(ValueError, match="step"):
         decode(data, step=-1)
 

@@ -21,8 +21,11 @@ MAX_INFLATION = 4
 PERCENTILES = (0.5, 99.5)
 # Foreground: above 10% of the robust range (1st to 99th percentile) of the volume.
 FOREGROUND_LEVEL = 0.10
-# A slice is "through the brain" when foreground covers at least this share of it.
+# A slice is "through the brain" when foreground covers at least this share of it, and at least
+# this share of the widest slice's coverage: the thin caps at the vertex and below the skull base
+# hold scalp, neck or face, where a detector only finds false positives.
 MIN_COVERAGE = 0.05
+MIN_RELATIVE_COVERAGE = 0.25
 # No brain volume has voxels this large; a larger value is a broken header, not a measurement.
 MAX_SPACING_MM = 50.0
 _UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
@@ -152,7 +155,9 @@ def _through_brain(
         raise InputError(name, "no brain found: the NIfTI volume is (nearly) uniform")
     foreground = volume > low + FOREGROUND_LEVEL * (high - low)
     coverage = foreground.mean(axis=(0, 1))
-    inside = np.flatnonzero(coverage >= MIN_COVERAGE)
+    inside = np.flatnonzero(
+        (coverage >= MIN_COVERAGE) & (coverage >= MIN_RELATIVE_COVERAGE * coverage.max())
+    )
     if inside.size == 0:
         raise InputError(
             name, f"no brain found: no axial slice has tissue over {MIN_COVERAGE:.0%} of its area"
