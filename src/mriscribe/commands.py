@@ -111,14 +111,7 @@ def models(args: argparse.Namespace) -> int:
     }
     try:
         info = get_detector(settings).info
-        entry["detector"].update(
-            loaded=True,
-            backend=info.backend,
-            classes=list(info.class_names),
-            input_size=list(info.input_size),
-            version=info.version,
-            description=info.description,
-        )
+        entry["detector"].update(loaded=True, **info.as_dict(), description=info.description)
         status = 0
     except MriscribeError as exc:
         entry["detector"].update(loaded=False, error=str(exc))

@@ -11,16 +11,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding, Measurement, Report
+from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding, Measurement
 from mriscribe.detection import Detector, Finding, load_detector
 from mriscribe.errors import InputError, LimitError, MriscribeError, UnsupportedFormatError
 from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.files import read_input_file
-from mriscribe.imaging.limits import Limits
 from mriscribe.imaging.slices import Slice
 from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
 from mriscribe.report.template import template_report
@@ -94,7 +93,15 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
         raise InputProblemsError([InputError("request", "no image files were sent")])
     total = sum(len(f.data) for f in files if isinstance(f, InputFile))
     if total > limits.max_request_bytes:
-        raise InputProblemsError([LimitError("request", _over("files total", total, limits))])
+        raise InputProblemsError(
+            [
+                LimitError(
+                    "request",
+                    f"files total {total:,} bytes, more than the limit of "
+                    f"{limits.max_request_bytes:,}",
+                )
+            ]
+        )
     slices: list[Slice] = []
     problems: list[InputError] = []
     pixels = 0
@@ -138,10 +145,6 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
     if problems:
         raise InputProblemsError(problems)
     return slices
-
-
-def _over(what: str, size: int, limits: Limits) -> str:
-    return f"{what} {size:,} bytes, more than the limit of {limits.max_request_bytes:,}"
 
 
 def measure(finding: Finding, spacing: tuple[float, float], source: str, estimated: bool) -> (
@@ -196,14 +199,13 @@ def analyze(
         estimated = item.spacing_mm is None
         spacing = default if item.spacing_mm is None else item.spacing_mm
         source = default_source if estimated else item.spacing_source
-        measured = tuple(
-            MeasuredFinding(f, measure(f, spacing, source, estimated))
-            for f in sorted(found, key=lambda f: -f.confidence)
-        )
+        # Detectors return findings highest confidence first (the Detector protocol).
+        measured = tuple(MeasuredFinding(f, measure(f, spacing, source, estimated)) for f in found)
         images.append(ImageResult(number, item, measured, spacing, source, estimated))
     facts = study_facts(images, settings.conf_threshold)
-    report = template_report(facts, model_name=_model_name(detector), model_version=_version(
-        detector))
+    report = template_report(
+        facts, model_name=detector.info.name, model_version=detector.info.version
+    )
     timings["report"] = _ms_since(mark)
 
     if render_images:
@@ -211,7 +213,7 @@ def analyze(
 
         mark = time.perf_counter()
         images = [
-            _with_jpeg(image, annotated_jpeg(image.slice.pixels, image.findings))
+            replace(image, annotated_jpeg=annotated_jpeg(image.slice.pixels, image.findings))
             for image in images
         ]
         timings["annotate"] = _ms_since(mark)
@@ -253,27 +255,6 @@ def study_facts(images: Sequence[ImageResult], conf_threshold: float) -> StudyFa
         ),
         conf_threshold=conf_threshold,
     )
-
-
-def with_report(analysis: Analysis, report: Report) -> Analysis:
-    """The same analysis with another report (used by report engines)."""
-    from dataclasses import replace
-
-    return replace(analysis, report=report)
-
-
-def _with_jpeg(image: ImageResult, jpeg: bytes) -> ImageResult:
-    from dataclasses import replace
-
-    return replace(image, annotated_jpeg=jpeg)
-
-
-def _model_name(detector: Detector) -> str:
-    return Path(detector.info.path).stem
-
-
-def _version(detector: Detector) -> str:
-    return detector.info.version
 
 
 def _ms_since(start: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -66,6 +67,21 @@ class ModelInfo:
     input_size: tuple[int, int]
     description: str = ""
     version: str = ""
+
+    @property
+    def name(self) -> str:
+        """The model's name: its file name without the suffix."""
+        return PurePath(self.path.replace("\\", "/")).stem
+
+    def as_dict(self) -> dict[str, object]:
+        """What /health, the JSON results and `mriscribe models` say about the model."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "backend": self.backend,
+            "classes": list(self.class_names),
+            "input_size": list(self.input_size),
+        }
 
 
 @runtime_checkable

@@ -13,7 +13,6 @@ import io
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from fpdf import FPDF
 
@@ -79,7 +78,7 @@ def _utc(timestamp: datetime) -> datetime:
 
 
 def _model_label(analysis: Analysis) -> str:
-    name = Path(analysis.model.path.replace("\\", "/")).stem or "detector"
+    name = analysis.model.name or "detector"
     details = [f"version {analysis.model.version}"] if analysis.model.version else []
     if analysis.model.backend:
         details.append(analysis.model.backend)

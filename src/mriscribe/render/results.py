@@ -39,10 +39,7 @@ def results_json(
             "spacing_sources": list(facts.spacing_sources),
         },
         "model": {
-            "name": _stem(analysis.model.path),
-            "version": analysis.model.version,
-            "backend": analysis.model.backend,
-            "classes": list(analysis.model.class_names),
+            **analysis.model.as_dict(),
             "conf_threshold": analysis.conf_threshold,
             "iou_threshold": analysis.iou_threshold,
         },
@@ -72,7 +69,3 @@ def _image_json(image: ImageResult, annotated: bool) -> dict[str, Any]:
         item["annotated_image"] = f"data:image/jpeg;base64,{encoded}"
     return item
 
-
-def _stem(path: str) -> str:
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0] if "." in name else name

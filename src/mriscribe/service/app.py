@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 
-import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,8 +21,9 @@ from mriscribe import __version__
 from mriscribe.analysis import Analysis
 from mriscribe.errors import LimitError, MriscribeError
 from mriscribe.pipeline import InputFile, InputProblemsError, analyze, safe_name
+from mriscribe.render.pdf import render_pdf
 from mriscribe.render.results import results_json
-from mriscribe.service.middleware import BodyTooLargeError, RequestContextMiddleware
+from mriscribe.service.middleware import RequestContextMiddleware
 from mriscribe.service.state import ServiceState
 from mriscribe.settings import Settings
 
@@ -37,9 +37,6 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     """The service for ``settings``. Models load in the background after start-up; until they
     are ready /health and the analysis routes answer 503 with the reason."""
     state = ServiceState(settings)
-    # Bounds the memory of analyses in flight (each up to max_total_pixels decoded); inference
-    # itself is serialised in the pipeline, so more at once would not be faster.
-    state.slots = anyio.Semaphore(settings.max_concurrent_analyses)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +90,7 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         analysis = await _run(request, state, render_images=True)
         if isinstance(analysis, JSONResponse):
             return analysis
-        pdf = await run_in_threadpool(_render_pdf, analysis)
+        pdf = await run_in_threadpool(render_pdf, analysis)
         stamp = analysis.timestamp.strftime("%Y%m%dT%H%M%SZ")
         return Response(
             pdf,
@@ -110,7 +107,7 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         analysis = await _run(request, state, render_images=annotated or pdf)
         if isinstance(analysis, JSONResponse):
             return analysis
-        document = await run_in_threadpool(_render_pdf, analysis) if pdf else None
+        document = await run_in_threadpool(render_pdf, analysis) if pdf else None
         return JSONResponse(results_json(analysis, annotated=annotated, pdf=document))
 
     return app
@@ -129,9 +126,6 @@ async def _run(request: Request, state: ServiceState, *, render_images: bool) ->
     except ClientDisconnect:
         log.info("client disconnected during upload")
         return _error(400, "the upload was interrupted")
-    except BodyTooLargeError:
-        limit = limits.max_request_bytes
-        return _error(413, f"request is larger than the limit of {limit:,} bytes")
     except MriscribeError as exc:
         return _error(413 if isinstance(exc, LimitError) else 400, str(exc))
     try:
@@ -160,8 +154,6 @@ async def _read_upload(request: Request, max_images: int, max_file_bytes: int) -
         raise MriscribeError(f"send the images as multipart/form-data in the field '{FIELD}'")
     try:
         form = await request.form(max_files=max_images + 1, max_fields=100)
-    except BodyTooLargeError:
-        raise
     except StarletteHTTPException as exc:  # starlette's own limits and malformed bodies
         if "Too many files" in str(exc.detail):
             raise LimitError("request", f"more than the limit of {max_images} files") from None
@@ -184,12 +176,6 @@ async def _read_upload(request: Request, max_images: int, max_file_bytes: int) -
         return files
     finally:
         await form.close()  # spooled uploads go away now, whatever happened
-
-
-def _render_pdf(analysis: Analysis) -> bytes:
-    from mriscribe.render.pdf import render_pdf
-
-    return render_pdf(analysis)
 
 
 def _error(status: int, message: str) -> JSONResponse:

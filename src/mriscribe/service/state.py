@@ -8,7 +8,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+import anyio
 
 from mriscribe.detection import Detector
 from mriscribe.errors import MriscribeError
@@ -25,8 +26,13 @@ class ServiceState:
     detector: Detector | None = None
     detector_sha256: str = ""
     load_error: str | None = None
-    slots: Any = None  # an anyio.Semaphore bounding analyses in flight, set by create_app
+    # Bounds the memory of analyses in flight (each up to max_total_pixels decoded); inference
+    # itself is serialised in the pipeline, so more at once would not be faster.
+    slots: anyio.Semaphore = field(init=False)
     _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.slots = anyio.Semaphore(self.settings.max_concurrent_analyses)
 
     @property
     def ready(self) -> bool:
@@ -73,13 +79,9 @@ class ServiceState:
         models: dict[str, object] = {"detector": None, "llm": None}
         if detector is not None:
             models["detector"] = {
-                "name": Path(detector.info.path).stem,
+                **detector.info.as_dict(),
                 "file": Path(detector.info.path).name,
-                "version": detector.info.version,
                 "sha256": self.detector_sha256,
-                "backend": detector.info.backend,
-                "classes": list(detector.info.class_names),
-                "input_size": list(detector.info.input_size),
                 "conf_threshold": self.settings.conf_threshold,
             }
         return {
