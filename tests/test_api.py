@@ -268,9 +268,12 @@ def test_unloadable_model_gives_503_with_the_reason(tmp_path):
         assert health.status_code == 503
         assert health.json()["status"] == "unavailable"
         assert "missing.onnx: model file not found" in health.json()["reason"]
+        # The server's directories are not shown to clients (the log has the full path).
+        assert str(tmp_path) not in health.text
         assert health.json()["models_loaded"]["yolo"] is False
         response = _post(server.url, "/analyze", [("a.png", encode(np.zeros((8, 8, 3), np.uint8)))])
         assert response.status_code == 503 and "missing.onnx" in response.json()["error"]
+        assert str(tmp_path) not in response.text
     finally:
         server.stop()
 

@@ -46,6 +46,9 @@ def _register_plugins() -> None:
 
 
 _register_plugins()
+# pydicom warns about every small deviation from the standard; none of them stops a read, and a
+# module-wide filter (unlike warnings.catch_warnings) is safe with decodes in several threads.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 
 def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
@@ -55,36 +58,33 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
     window for CT, else robust percentiles); colour and palette images become RGB. Patient data
     never reaches the slices' meta or the error messages.
     """
-    with warnings.catch_warnings():
-        # pydicom warns about every small deviation from the standard; none of them stops a read.
-        warnings.simplefilter("ignore", UserWarning)
-        _check_inflation(data, name, limits)
-        ds = _read(data, name)
-        syntax = _transfer_syntax(ds, name)
-        # Element offsets in a deflated file point into the inflated data, not the file.
-        _check_complete(ds, name, None if syntax == DeflatedExplicitVRLittleEndian else len(data))
-        frames = _check_image(ds, name, limits, syntax)
-        try:
-            arrays = list(iter_pixels(ds))
-        except Exception as exc:  # the decoders raise many types; none may escape unwrapped
-            raise InputError(
-                name,
-                f"the DICOM pixel data ({syntax.name}) cannot be decoded: truncated, corrupt "
-                f"or not supported by the installed codecs ({_reason(exc, ds)})",
-            ) from None
-        if len(arrays) != frames:
-            raise InputError(
-                name, f"the DICOM file declares {frames} frames but holds {len(arrays)}"
-            )
-        try:
-            pixels = _to_rgb(ds, arrays, name)
-            spacings = [_spacing(ds, index) for index in range(frames)]
-        except InputError:
-            raise
-        except Exception as exc:  # malformed LUTs or functional groups
-            raise InputError(
-                name, f"the DICOM image attributes are unusable ({_reason(exc, ds)})"
-            ) from None
+    _check_inflation(data, name, limits)
+    ds = _read(data, name)
+    syntax = _transfer_syntax(ds, name)
+    # Element offsets in a deflated file point into the inflated data, not the file.
+    _check_complete(ds, name, None if syntax == DeflatedExplicitVRLittleEndian else len(data))
+    frames = _check_image(ds, name, limits, syntax)
+    try:
+        arrays = list(iter_pixels(ds))
+    except Exception as exc:  # the decoders raise many types; none may escape unwrapped
+        raise InputError(
+            name,
+            f"the DICOM pixel data ({syntax.name}) cannot be decoded: truncated, corrupt "
+            f"or not supported by the installed codecs ({_reason(exc, ds)})",
+        ) from None
+    if len(arrays) != frames:
+        raise InputError(
+            name, f"the DICOM file declares {frames} frames but holds {len(arrays)}"
+        )
+    try:
+        pixels = _to_rgb(ds, arrays, name)
+        spacings = [_spacing(ds, index) for index in range(frames)]
+    except InputError:
+        raise
+    except Exception as exc:  # malformed LUTs or functional groups
+        raise InputError(
+            name, f"the DICOM image attributes are unusable ({_reason(exc, ds)})"
+        ) from None
 
     meta = {
         "format": "DICOM",

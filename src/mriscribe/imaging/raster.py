@@ -19,6 +19,10 @@ RASTER_FORMATS = ("PNG", "JPEG", "TIFF")
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 
+# Pillow warns, then raises, on decompression bombs; the pixel limit is checked here before any
+# decode. A module-wide filter (unlike warnings.catch_warnings) is safe with decodes in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 def sniff_raster(data: bytes) -> str | None:
     """Name the raster format of ``data`` from its magic bytes, or None if it is not one we read."""
@@ -37,20 +41,17 @@ def decode_raster(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     if kind is None:
         raise InputError(name, "not a PNG, JPEG or TIFF image (unrecognised file content)")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns, then raises, on decompression bombs; we check the size ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise LimitError(
-                        name,
-                        f"image is {width}x{height} pixels, more than the limit of "
-                        f"{max_pixels:,} pixels (possible decompression bomb)",
-                    )
-                image.load()
-                # Boxes must match what a viewer shows, so honour the EXIF orientation.
-                pixels = _to_rgb(ImageOps.exif_transpose(image))
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise LimitError(
+                    name,
+                    f"image is {width}x{height} pixels, more than the limit of "
+                    f"{max_pixels:,} pixels (possible decompression bomb)",
+                )
+            image.load()
+            # Boxes must match what a viewer shows, so honour the EXIF orientation.
+            pixels = _to_rgb(ImageOps.exif_transpose(image))
     except InputError:
         raise
     except Image.DecompressionBombError:

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 
 from mriscribe.detection import Detector
-from mriscribe.errors import MriscribeError
+from mriscribe.errors import FileProblemError, MriscribeError
 from mriscribe.pipeline import get_detector
 from mriscribe.settings import Settings
 
@@ -68,7 +68,8 @@ class ServiceState:
                 },
             )
         except MriscribeError as exc:
-            self.load_error = str(exc)
+            # Clients see the file name and the problem; the full server path stays in the log.
+            self.load_error = _public_reason(exc)
             log.error("detector failed to load", extra={"reason": str(exc)})
         except Exception as exc:  # reported through /health, never raised into the server
             self.load_error = f"unexpected failure ({type(exc).__name__})"
@@ -91,6 +92,12 @@ class ServiceState:
             "report_engine": "template",
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
+
+
+def _public_reason(exc: MriscribeError) -> str:
+    if isinstance(exc, FileProblemError):
+        return f"{Path(exc.path).name}: {exc.problem}"
+    return str(exc)
 
 
 def _sha256(path: Path) -> str:
