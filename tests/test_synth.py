@@ -1,6 +1,7 @@
 """The synthetic data generator: deterministic, YOLO-format, split by anatomy."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,18 @@ def test_labels_are_yolo_format_and_classes_balanced(tmp_path: Path):
     yaml_path = write_dataset(tmp_path, {"train": 8}, seed=1, size=128, workers=1)
     text = yaml_path.read_text()
     assert "train: images/train" in text and "3: Pituitary" in text
+    meta = {
+        record["file"]: record
+        for record in map(json.loads, (tmp_path / "train_meta.jsonl").read_text().splitlines())
+    }
     classes = []
     for label in sorted((tmp_path / "labels" / "train").glob("*.txt")):
         lines = label.read_text().splitlines()
+        if not lines:  # a background image: only an outer-level "No Tumor" slice may have none
+            assert meta[label.stem]["class"] == "No Tumor"
+            assert meta[label.stem]["level"] == "outer"
+            classes.append(2)
+            continue
         assert len(lines) == 1
         cls, cx, cy, w, h = lines[0].split()
         classes.append(int(cls))
@@ -92,3 +102,20 @@ def test_lesions_are_sized_in_millimetres_and_boxed():
             # The box is the lesion, not the slice.
             assert (x2 - x1) < 200 and (y2 - y1) < 200
         assert sample.image.dtype == np.uint8 and sample.image.std() > 10
+
+
+@needs_anatomy
+def test_negatives_include_slices_outside_the_brain_in_training_only():
+    # "No Tumor" is every fourth sample; some training ones are cut through the skull base,
+    # orbits or vertex, so the detector learns that those are not tumours.
+    train = [make_sample(2, "train", i, 96) for i in range(2, 120, 4)]
+    test = [make_sample(2, "test", i, 96) for i in range(2, 60, 4)]
+    assert all(CLASS_NAMES[s.class_id] == "No Tumor" for s in train + test)
+    outer = [s for s in train if s.meta["level"] == "outer"]
+    assert 0 < len(outer) < len(train)
+    assert {s.meta["level"] for s in test} == {"brain"}
+    for sample in outer:
+        assert sample.image.std() > 5
+        if sample.box is not None:
+            x1, y1, x2, y2 = sample.box
+            assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96

@@ -30,6 +30,11 @@ CLASS_NAMES = ("Glioma", "Meningioma", "No Tumor", "Pituitary")
 SPLITS = ("train", "val", "test")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
 
+# Share of "No Tumor" training images cut outside the brain's thick part: skull base, orbits,
+# neck and vertex, where a detector that never saw them finds "tumours" on real whole-head scans.
+# The held-out test split keeps the brain-level slices only, so its score stays comparable.
+OUTER_NEGATIVE_P = 0.3
+
 _ANATOMY: dict[str, list[Anatomy]] = {}
 
 
@@ -104,15 +109,25 @@ def deform(maps: SliceMaps, rng: np.random.Generator) -> SliceMaps:
     return maps
 
 
+_AXES = {"sagittal": (1, 2), "coronal": (0, 2), "axial": (0, 1)}
+
+
 def _slice_range(anatomy: Anatomy, orientation: str) -> tuple[int, int]:
-    axis = {"sagittal": (1, 2), "coronal": (0, 2), "axial": (0, 1)}[orientation]
-    area = anatomy.brain.sum(axis=axis)
+    area = anatomy.brain.sum(axis=_AXES[orientation])
     keep = np.nonzero(area > 0.35 * area.max())[0]
     return int(keep[0]), int(keep[-1])
 
 
+def _outer_slices(anatomy: Anatomy, orientation: str) -> np.ndarray:
+    """Slices through the head but outside the brain's thick part (little or no brain)."""
+    head = anatomy.head.sum(axis=_AXES[orientation])
+    low, high = _slice_range(anatomy, orientation)
+    index = np.arange(head.size)
+    return index[(head > 0.15 * head.max()) & ((index < low) | (index > high))]
+
+
 def _choose_slice(
-    anatomies: list[Anatomy], label: str, rng: np.random.Generator
+    anatomies: list[Anatomy], label: str, rng: np.random.Generator, outer_p: float = 0.0
 ) -> tuple[Anatomy, str, int]:
     if label == "Pituitary":
         pool = [a for a in anatomies if a.sella_vox is not None]
@@ -124,6 +139,10 @@ def _choose_slice(
         return anatomy, orientation, round(centre + rng.uniform(-spread, spread))
     anatomy = anatomies[rng.integers(len(anatomies))]
     orientation = str(rng.choice(ORIENTATIONS, p=[0.45, 0.3, 0.25]))
+    if label == "No Tumor" and outer_p > 0 and rng.random() < outer_p:
+        outer = _outer_slices(anatomy, orientation)
+        if outer.size:
+            return anatomy, orientation, int(outer[rng.integers(outer.size)])
     low, high = _slice_range(anatomy, orientation)
     return anatomy, orientation, int(rng.integers(low, high + 1))
 
@@ -146,14 +165,27 @@ def _geometry(
 
 
 def render(
-    anatomies: list[Anatomy], label: str, rng: np.random.Generator, size: int
+    anatomies: list[Anatomy],
+    label: str,
+    rng: np.random.Generator,
+    size: int,
+    outer_p: float = 0.0,
 ) -> Sample | None:
-    """Render one image of ``label``; None when the drawn slice cannot hold that lesion."""
-    anatomy, orientation, index = _choose_slice(anatomies, label, rng)
+    """Render one image of ``label``; None when the drawn slice cannot hold that lesion.
+
+    A "No Tumor" image cut outside the brain's thick part (``outer_p`` of them) keeps its brain
+    box when the slice still shows some brain, else it has no box at all (a background image).
+    """
+    anatomy, orientation, index = _choose_slice(anatomies, label, rng, outer_p)
+    low, high = _slice_range(anatomy, orientation)
+    outer = label == "No Tumor" and not low <= index <= high
     maps = extract(anatomy, orientation, index)
     if rng.random() < 0.8:
         maps = deform(maps, rng)
-    if maps.brain.sum() < 500:
+    if outer:
+        if maps.head.sum() < 2000:
+            return None
+    elif maps.brain.sum() < 500:
         return None
     skull_layer = None
     if anatomy.has_skull:
@@ -163,6 +195,8 @@ def render(
         skull_layer = add_skull(maps, rng)
     else:
         maps.head = maps.brain.copy()
+    if outer and maps.head.sum() < 300:
+        return None  # a skull-stripped look of a slice with (almost) no brain: nothing to see
     diameter = None
     if label in LESIONS:
         low, high = DIAMETER_MM[label]
@@ -179,14 +213,19 @@ def render(
     warped = ndimage.affine_transform(image, matrix, offset, output_shape=(size, size), order=1)
     mask = ndimage.affine_transform(target, matrix, offset, output_shape=(size, size), order=1)
     rows, cols = np.nonzero(mask > 0.5)
-    if rows.size < 4:
+    box: tuple[float, float, float, float] | None = None
+    if outer and rows.size < 300:
+        pass  # too little brain for a "No Tumor" box: an image with no object at all
+    elif rows.size < 4:
         return None
-    box = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
+    else:
+        box = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
     pixels = acquire(warped, rng)
     meta = {
         "anatomy": anatomy.name,
         "orientation": orientation,
         "slice": index,
+        "level": "outer" if outer else "brain",
         "modality": modality,
         "diameter_mm": diameter,
     }
@@ -206,8 +245,9 @@ def make_sample(seed: int, split: str, index: int, size: int) -> Sample:
         anatomies = _ANATOMY[split]
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     label = CLASS_NAMES[index % len(CLASS_NAMES)]
+    outer_p = 0.0 if split == "test" else OUTER_NEGATIVE_P
     for _ in range(50):
-        sample = render(anatomies, label, rng, size)
+        sample = render(anatomies, label, rng, size, outer_p)
         if sample is not None:
             return sample
     raise RuntimeError(f"could not place a {label} lesion for sample {index}")
@@ -226,11 +266,13 @@ def _write(job: tuple[Path, int, str, int, int]) -> dict[str, object]:
         (out / "images" / split / f"{stem}.jpg").write_bytes(buffer.getvalue())
     else:
         image.save(out / "images" / split / f"{stem}.png", optimize=False)
-    x1, y1, x2, y2 = sample.box  # type: ignore[misc]
-    line = (
-        f"{sample.class_id} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} "
-        f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}\n"
-    )
+    line = ""  # a background image (no brain to box) has an empty label file
+    if sample.box is not None:
+        x1, y1, x2, y2 = sample.box
+        line = (
+            f"{sample.class_id} {(x1 + x2) / 2 / size:.6f} {(y1 + y2) / 2 / size:.6f} "
+            f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}\n"
+        )
     (out / "labels" / split / f"{stem}.txt").write_text(line)
     return {"file": stem, "class": CLASS_NAMES[sample.class_id], **sample.meta}
 
