@@ -5,7 +5,12 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-system test lint bench evaluate
+.PHONY: install install-system test lint bench evaluate real-scans
+
+# Real tumour MRI for measuring the detector (never for training): the brain test cases inside
+# the pyradiomics 3.0.1 source archive on PyPI, checked by sha256; only the four brain files kept.
+REAL_SCANS := .cache/real-scans
+PYRADIOMICS_SHA256 := 47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5
 
 # Everything: packaged brain MRI for the data generator (Debian), then the package with the
 # synth, train (Ultralytics, torch: only for training, evaluation baselines and .pt files) and
@@ -15,6 +20,19 @@ install: install-system
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
 	$(PIP) install --quiet -e '.[dev,dicom,synth,train]'
+	$(MAKE) real-scans
+
+real-scans: $(REAL_SCANS)/brain2_label.nrrd
+
+$(REAL_SCANS)/brain2_label.nrrd:
+	rm -rf $(REAL_SCANS).part && mkdir -p $(REAL_SCANS).part
+	$(PIP) download --quiet --no-deps --no-build-isolation --no-binary=:all: \
+		pyradiomics==3.0.1 -d $(REAL_SCANS).part
+	echo "$(PYRADIOMICS_SHA256)  $(REAL_SCANS).part/pyradiomics-3.0.1.tar.gz" | sha256sum -c --quiet
+	tar xzf $(REAL_SCANS).part/pyradiomics-3.0.1.tar.gz -C $(REAL_SCANS).part \
+		--strip-components=2 --wildcards 'pyradiomics-3.0.1/data/brain*'
+	mkdir -p $(REAL_SCANS) && mv $(REAL_SCANS).part/brain* $(REAL_SCANS)/
+	rm -rf $(REAL_SCANS).part
 
 install-system:
 	$(SUDO) apt-get update -qq
@@ -30,5 +48,6 @@ bench:
 	$(VENV)/bin/python bench/detector_latency.py
 	$(VENV)/bin/python bench/service_latency.py
 
-evaluate:
+evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800
+	$(VENV)/bin/python -m mriscribe.training.real_scans --data $(REAL_SCANS)

