@@ -11,7 +11,8 @@ user's upload would give; the label volume is turned the same way and boxed slic
 Per scan it prints the slices that hold tumour, on how many of them a tumour class is reported,
 on how many a tumour box is centred inside the labelled tumour's box, how many boxes match it
 (IoU >= 0.5 and >= 0.3; the label covers the enhancing tumour only), and on how many tumour-free
-slices a tumour is reported.
+slices a tumour is reported. It also counts the slices of a normal real head (Colin27, the
+held-out anatomy, skull base to vertex) on which a tumour is reported.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ SCANS = (
     ("pyradiomics-brain1", "brain1_image.nrrd", "brain1_label.nrrd"),
     ("pyradiomics-brain2", "brain2_image.nrrd", "brain2_label.nrrd"),
 )
+# A normal real head (held-out anatomy, never trained on): every axial slice through it that
+# mriscribe shows, where any tumour class is a false positive.
+NORMAL_HEAD = Path("/usr/share/mricron/templates/ch2.nii.gz")
 DEFAULT_DIR = Path(os.environ.get("MRISCRIBE_REAL_SCANS_DIR", ".cache/real-scans"))
 # Slices whose label is smaller than this (pixels) are neither counted as tumour nor as free.
 MIN_LABEL_PIXELS = 20
@@ -134,6 +138,14 @@ def evaluate_scan(detector: Detector, slices: list[ScanSlice]) -> dict[str, obje
     }
 
 
+def false_tumours_on_normal_head(detector: Detector, path: Path = NORMAL_HEAD) -> dict[str, int]:
+    """Slices of a normal head (whole head, skull base to vertex) on which a tumour is reported."""
+    slices = decode_file(path.read_bytes(), path.name, Limits(), nifti_step=1, nifti_max_slices=1)
+    findings = detector.detect([s.pixels for s in slices])
+    false = sum(any(not is_negative_class(f.class_name) for f in found) for found in findings)
+    return {"slices": len(slices), "with_false_tumour": false}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
@@ -160,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(IoU>=0.3: {result['found_iou30']}; classes {result['classes_of_located']}); "
             f"false tumour on {result['tumour_free_with_false_tumour']} of "
             f"{result['tumour_free_slices']} tumour-free slices"
+        )
+    if NORMAL_HEAD.is_file():
+        normal = false_tumours_on_normal_head(detector)
+        results["colin27-normal-head"] = normal
+        print(
+            f"colin27 (normal head): false tumour on {normal['with_false_tumour']} of "
+            f"{normal['slices']} axial slices"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
