@@ -92,7 +92,10 @@ def train(args: argparse.Namespace) -> Path:
             "scale": 0.3,
             "mosaic": 1.0,
             "amp": args.device != "cpu",
+            "warmup_epochs": args.warmup_epochs,
         }
+        if args.lr0 is not None:
+            options.update(optimizer="AdamW", lr0=args.lr0)
         if args.hours:
             options["time"] = args.hours
         results = model.train(**options)
@@ -152,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="start from these weights (fine-tune) instead of from scratch",
     )
+    parser.add_argument(
+        "--lr0",
+        type=float,
+        default=None,
+        help="AdamW learning rate, e.g. lower for fine-tuning (default: Ultralytics' choice)",
+    )
+    parser.add_argument("--warmup-epochs", type=float, default=3.0)
     parser.add_argument("--resume", type=Path, default=None, help="a last.pt to continue")
     parser.add_argument("--export", type=Path, default=None, help="a .pt to export to ONNX")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="where the ONNX goes")
