@@ -95,7 +95,9 @@ def train(args: argparse.Namespace) -> Path:
             "warmup_epochs": args.warmup_epochs,
         }
         if args.lr0 is not None:
-            options.update(optimizer="AdamW", lr0=args.lr0)
+            # Ultralytics zeroes the bias warm-up rate only for its automatic optimizer; its
+            # default (0.1) would throw a fine-tuned model's biases around under AdamW.
+            options.update(optimizer="AdamW", lr0=args.lr0, warmup_bias_lr=0.0)
         if args.hours:
             options["time"] = args.hours
         results = model.train(**options)
