@@ -11,6 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the pyradiomics 3.0.1 source archive on PyPI, checked by sha256; only the four brain files kept.
 REAL_SCANS := .cache/real-scans
 PYRADIOMICS_SHA256 := 47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5
+PYRADIOMICS_URL := https://files.pythonhosted.org/packages/1b/35/c7f7fb7affd302fd8107dcee6b6e7aaf3708b75ad69d5f9a3dfcadb73eaa/pyradiomics-3.0.1.tar.gz
 
 # Everything: packaged brain MRI for the data generator (Debian), then the package with the
 # synth, train (Ultralytics, torch: only for training, evaluation baselines and .pt files) and
@@ -22,21 +23,23 @@ install: install-system
 	$(PIP) install --quiet -e '.[dev,dicom,synth,train]'
 	$(MAKE) real-scans
 
-real-scans: $(REAL_SCANS)/brain2_label.nrrd
+real-scans: $(REAL_SCANS)/.complete
 
-$(REAL_SCANS)/brain2_label.nrrd:
+# Fetched straight from PyPI's file store and checked before anything is unpacked (pip would run
+# the archive's setup.py to read its metadata); the stamp is written only once all four are in.
+$(REAL_SCANS)/.complete:
 	rm -rf $(REAL_SCANS).part && mkdir -p $(REAL_SCANS).part
-	$(PIP) download --quiet --no-deps --no-build-isolation --no-binary=:all: \
-		pyradiomics==3.0.1 -d $(REAL_SCANS).part
-	echo "$(PYRADIOMICS_SHA256)  $(REAL_SCANS).part/pyradiomics-3.0.1.tar.gz" | sha256sum -c --quiet
-	tar xzf $(REAL_SCANS).part/pyradiomics-3.0.1.tar.gz -C $(REAL_SCANS).part \
+	curl -fsSL --retry 3 -o $(REAL_SCANS).part/pyradiomics.tar.gz $(PYRADIOMICS_URL)
+	echo "$(PYRADIOMICS_SHA256)  $(REAL_SCANS).part/pyradiomics.tar.gz" | sha256sum -c --quiet
+	tar xzf $(REAL_SCANS).part/pyradiomics.tar.gz -C $(REAL_SCANS).part \
 		--strip-components=2 --wildcards 'pyradiomics-3.0.1/data/brain*'
 	mkdir -p $(REAL_SCANS) && mv $(REAL_SCANS).part/brain* $(REAL_SCANS)/
 	rm -rf $(REAL_SCANS).part
+	touch $@
 
 install-system:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils
 
 test: lint
 	$(VENV)/bin/python -m pytest

@@ -102,7 +102,7 @@ def decode_nifti(
     scale = 255.0 / (high - low) if high > low else 0.0
     slices = []
     for k in chosen:
-        plane = volume[:, :, k].T[::-1, ::-1]  # rows anterior->posterior, columns right->left
+        plane = display_plane(volume, k)
         grey = np.rint(np.clip((plane - low) * scale, 0, 255)).astype(np.uint8)
         slices.append(
             Slice(
@@ -114,6 +114,12 @@ def decode_nifti(
             )
         )
     return slices
+
+
+def display_plane(volume: np.ndarray, k: int) -> np.ndarray:
+    """Axial slice ``k`` of a RAS+ volume as shown: anterior at the top, the patient's right on
+    the left (radiological convention)."""
+    return volume[:, :, k].T[::-1, ::-1]
 
 
 def _header(head: bytes, name: str) -> Nifti1Header | Nifti2Header:

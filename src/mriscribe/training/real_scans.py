@@ -12,13 +12,13 @@ Per scan it prints the slices that hold tumour, on how many of them a tumour cla
 on how many a tumour box is centred inside the labelled tumour's box, how many boxes match it
 (IoU >= 0.5 and >= 0.3; the label covers the enhancing tumour only), and on how many tumour-free
 slices a tumour is reported. It also counts the slices of a normal real head (Colin27, the
-held-out anatomy, skull base to vertex) on which a tumour is reported.
+held-out anatomy; every axial slice that mriscribe's NIfTI path shows, neck to near the vertex)
+on which a tumour is reported.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -31,6 +31,7 @@ from mriscribe.detection import Detector, load_detector
 from mriscribe.detection.yolo import box_iou
 from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.limits import Limits
+from mriscribe.imaging.nifti import display_plane
 from mriscribe.report.facts import is_negative_class
 
 # (name, image file, label file) inside the pyradiomics 3.0.1 sdist's data/ folder.
@@ -54,40 +55,52 @@ class ScanSlice:
     label_pixels: int
 
 
-def _nifti_bytes(path: Path) -> tuple[bytes, np.ndarray]:
-    """An NRRD volume as NIfTI-1 bytes (RAS affine) and its voxel array."""
+# NRRD "space" values we read, as the flip that takes their world axes to RAS.
+_SPACES = {
+    "left-posterior-superior": (-1.0, -1.0, 1.0),
+    "LPS": (-1.0, -1.0, 1.0),
+    "right-anterior-superior": (1.0, 1.0, 1.0),
+    "RAS": (1.0, 1.0, 1.0),
+    "left-anterior-superior": (-1.0, 1.0, 1.0),
+    "LAS": (-1.0, 1.0, 1.0),
+}
+
+
+def nrrd_as_nifti(path: Path) -> tuple[bytes, np.ndarray]:
+    """An NRRD volume as NIfTI-1 bytes and its RAS affine (pynrrd gives one row per axis)."""
     import nibabel as nib
     import nrrd
 
     data, header = nrrd.read(str(path))
+    space = str(header.get("space", ""))
+    if space not in _SPACES or data.ndim != 3:
+        raise ValueError(f"{path}: a 3-D volume in {sorted(_SPACES)} space is expected")
+    flip = np.diag(_SPACES[space])
     directions = np.asarray(header["space directions"], dtype=np.float64)
-    origin = np.asarray(header["space origin"], dtype=np.float64)
-    space = str(header.get("space", "left-posterior-superior"))
-    flip = np.diag([-1.0, -1.0, 1.0]) if space.startswith("left-posterior") else np.eye(3)
+    origin = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
     affine = np.eye(4)
     affine[:3, :3] = flip @ directions.T
     affine[:3, 3] = flip @ origin
     image = nib.Nifti1Image(np.asarray(data), affine)
     image.header.set_xyzt_units("mm")
-    buffer = io.BytesIO()
-    file_map = image.make_file_map({"image": buffer, "header": buffer})
-    image.to_file_map(file_map)
-    return buffer.getvalue(), affine
+    return image.to_bytes(), affine
 
 
 def load_scan(image_path: Path, label_path: Path) -> list[ScanSlice]:
     """Every axial slice mriscribe shows of the scan, with the labelled tumour's box."""
     import nibabel as nib
 
-    image_bytes, _ = _nifti_bytes(image_path)
+    image_bytes, image_affine = nrrd_as_nifti(image_path)
+    label_bytes, label_affine = nrrd_as_nifti(label_path)
+    if not np.allclose(image_affine, label_affine, atol=1e-3):
+        raise ValueError(f"{label_path}: the label is not on the image's voxel grid")
     slices = decode_file(image_bytes, image_path.name, Limits(), nifti_step=1, nifti_max_slices=1)
-    label_bytes, _ = _nifti_bytes(label_path)
     label = nib.as_closest_canonical(nib.Nifti1Image.from_bytes(label_bytes))
     labels = np.asarray(label.dataobj) > 0
     result = []
     for piece in slices:
         k = int(piece.meta["slice_index"])
-        mask = labels[:, :, k].T[::-1, ::-1]  # the NIfTI path's display transform
+        mask = display_plane(labels, k)
         if mask.shape != piece.pixels.shape[:2]:
             raise ValueError(f"{label_path}: label grid {mask.shape} differs from the image's")
         rows, cols = np.nonzero(mask)
@@ -139,7 +152,7 @@ def evaluate_scan(detector: Detector, slices: list[ScanSlice]) -> dict[str, obje
 
 
 def false_tumours_on_normal_head(detector: Detector, path: Path = NORMAL_HEAD) -> dict[str, int]:
-    """Slices of a normal head (whole head, skull base to vertex) on which a tumour is reported."""
+    """Slices of a normal head (those the NIfTI path shows) on which a tumour is reported."""
     slices = decode_file(path.read_bytes(), path.name, Limits(), nifti_step=1, nifti_max_slices=1)
     findings = detector.detect([s.pixels for s in slices])
     false = sum(any(not is_negative_class(f.class_name) for f in found) for found in findings)

@@ -177,8 +177,8 @@ def render(
     box when the slice still shows some brain, else it has no box at all (a background image).
     """
     anatomy, orientation, index = _choose_slice(anatomies, label, rng, outer_p)
-    low, high = _slice_range(anatomy, orientation)
-    outer = label == "No Tumor" and not low <= index <= high
+    first, last = _slice_range(anatomy, orientation)
+    outer = label == "No Tumor" and not first <= index <= last
     maps = extract(anatomy, orientation, index)
     if rng.random() < 0.8:
         maps = deform(maps, rng)
@@ -214,7 +214,7 @@ def render(
     mask = ndimage.affine_transform(target, matrix, offset, output_shape=(size, size), order=1)
     rows, cols = np.nonzero(mask > 0.5)
     box: tuple[float, float, float, float] | None = None
-    if outer and rows.size < 300:
+    if outer and rows.size < 300 * (size / 256) ** 2:
         pass  # too little brain for a "No Tumor" box: an image with no object at all
     elif rows.size < 4:
         return None
