@@ -333,3 +333,20 @@ def test_a_client_hanging_up_mid_upload_is_logged_once_without_a_traceback(live_
     assert [r["msg"] for r in mine] == ["client disconnected during upload", "request"]
     assert not any("traceback" in r for r in mine)
     assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x01garbage that is no protobuf" * 40])
+def test_health_reason_for_a_corrupt_model_names_no_server_folder(tmp_path, content):
+    from mriscribe.service.state import ServiceState
+    from mriscribe.settings import Settings
+
+    folder = tmp_path / "private-models"
+    folder.mkdir()
+    (folder / "bad.onnx").write_bytes(content)
+    state = ServiceState(Settings(model_path=folder / "bad.onnx"))
+    state.start_loading()
+    state.wait_loaded(60)
+    assert not state.ready
+    reason = state.not_ready_reason
+    assert "bad.onnx" in reason and "ONNX" in reason
+    assert str(tmp_path) not in reason and "private-models" not in reason

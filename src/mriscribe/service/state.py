@@ -95,9 +95,17 @@ class ServiceState:
 
 
 def _public_reason(exc: MriscribeError) -> str:
-    if isinstance(exc, FileProblemError):
-        return f"{Path(exc.path).name}: {exc.problem}"
-    return str(exc)
+    """The error without the server's directories (a loader's own message may repeat them)."""
+    if not isinstance(exc, FileProblemError):
+        return str(exc)
+    path = Path(exc.path)
+    problem = exc.problem
+    for form in sorted({str(path), str(path.absolute()), str(path.resolve())}, key=len)[::-1]:
+        problem = problem.replace(form, path.name)
+    for folder in {path.parent, path.absolute().parent, path.resolve().parent}:
+        if str(folder) not in ("", ".", "/"):
+            problem = problem.replace(str(folder), "...")
+    return f"{path.name}: {problem}"
 
 
 def _sha256(path: Path) -> str:
