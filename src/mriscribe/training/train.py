@@ -105,8 +105,12 @@ def train(args: argparse.Namespace) -> Path:
     return save_dir / "weights" / "best.pt"
 
 
-def export(weights: Path, imgsz: int, out: Path) -> Path:
-    """Export ``weights`` to ONNX (dynamic batch, opset 17) and copy it to ``out``."""
+def export(weights: Path, imgsz: int, out: Path, version: str = "") -> Path:
+    """Export ``weights`` to ONNX (dynamic batch, opset 17) and copy it to ``out``.
+
+    ``version`` goes into the metadata as ``model_version`` (shown in /health and the report);
+    without it the export date stands in.
+    """
     yolo = _yolo()
     model = yolo(str(weights))
     exported = Path(
@@ -116,12 +120,12 @@ def export(weights: Path, imgsz: int, out: Path) -> Path:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     if exported.resolve() != out.resolve():
-        shutil.copyfile(exported, out)
-    _describe(out)
+        shutil.move(exported, out)  # Ultralytics writes beside the weights; leave nothing there
+    _describe(out, version)
     return out
 
 
-def _describe(path: Path) -> None:
+def _describe(path: Path, version: str = "") -> None:
     """Replace Ultralytics' generic description (which names the training folder) with ours."""
     import onnx
 
@@ -132,6 +136,8 @@ def _describe(path: Path) -> None:
         "lesions in packaged brain MRI. Not for clinical use. See MODEL_CARD.md."
     )
     props["author"] = "mriscribe"
+    if version:
+        props["model_version"] = version
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
     onnx.save(model, str(path))
@@ -167,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, default=None, help="a last.pt to continue")
     parser.add_argument("--export", type=Path, default=None, help="a .pt to export to ONNX")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="where the ONNX goes")
+    parser.add_argument("--model-version", default="", help="the export's model_version")
     args = parser.parse_args(argv)
     if args.cache == "false":
         args.cache = False
     if args.export:
-        print(export(args.export, args.imgsz, args.out))
+        print(export(args.export, args.imgsz, args.out, args.model_version))
         return 0
     if not args.resume and not args.data:
         parser.error("--data is required unless --resume or --export is given")
