@@ -115,3 +115,53 @@ def image_facts(
     negatives = tuple(f for f in ordered if is_negative_class(f.class_name))
     status: ImageStatus = "positive" if tumours else "negative" if negatives else "no finding"
     return ImageFacts(number, status, tumours, negatives, spacing_source, size_estimated)
+
+
+def facts_from_results(
+    results: dict[str, object], *, default_spacing_mm: float, conf_threshold: float
+) -> StudyFacts:
+    """The facts of a saved ``detection_results`` object (as /analyze-json returns it).
+
+    Sizes come from each detection's ``size_mm`` where present, else from its box and the
+    image's ``pixel_spacing_mm`` (row, column), else from ``default_spacing_mm`` (an estimate),
+    as the service measures a PNG or JPEG. Raises ValueError naming what is missing or wrong.
+    """
+    images = results.get("images")
+    if not isinstance(images, list):
+        raise ValueError("no 'images' list (expected the 'detection_results' object)")
+    facts: list[ImageFacts] = []
+    for index, image in enumerate(images, start=1):
+        if not isinstance(image, dict):
+            raise ValueError(f"images[{index - 1}] is not an object")
+        number = int(image.get("image_number", index))
+        spacing = image.get("pixel_spacing_mm")
+        estimated = bool(image.get("spacing_estimated", spacing is None))
+        row_mm, col_mm = (
+            (float(spacing[0]), float(spacing[1]))
+            if isinstance(spacing, list) and len(spacing) == 2
+            else (default_spacing_mm, default_spacing_mm)
+        )
+        found: list[FindingFact] = []
+        for detection in image.get("detections") or []:
+            try:
+                size = detection.get("size_mm") or {}
+                box = detection.get("bbox") or {}
+                width = size.get("width_mm", float(box.get("width", 0.0)) * col_mm)
+                height = size.get("height_mm", float(box.get("height", 0.0)) * row_mm)
+                found.append(
+                    FindingFact(
+                        image_number=number,
+                        class_name=str(detection["class"]),
+                        confidence=float(detection["confidence"]),
+                        width_mm=float(width),
+                        height_mm=float(height),
+                        size_estimated=bool(size.get("estimated", estimated)),
+                    )
+                )
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ValueError(
+                    f"image {number}: a detection lacks 'class', 'confidence' or a box"
+                ) from None
+        source = str(image.get("spacing_source") or ("default" if estimated else "file"))
+        facts.append(image_facts(number, found, source, estimated))
+    return StudyFacts(tuple(facts), conf_threshold)
