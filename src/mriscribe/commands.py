@@ -1,4 +1,5 @@
-"""The service-era commands: serve, analyze and models (``detect`` lives in cli.py)."""
+"""The service-era commands: serve, analyze, models and verify-report (``detect`` lives in
+cli.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "port": getattr(args, "port", None),
         "default_spacing_mm": getattr(args, "spacing", None),
         "nifti_step": getattr(args, "nifti_step", None),
+        "report_engine": getattr(args, "report_engine", None),
     }
     return load_settings(getattr(args, "config", None), **overrides)
 
@@ -107,7 +109,7 @@ def models(args: argparse.Namespace) -> int:
             "path": str(settings.model_path or DEFAULT_MODEL),
             "default": settings.model_path is None,
         },
-        "report_engines": {"template": {"available": True, "in_use": True}},
+        "report_engines": report_engines(settings),
     }
     try:
         info = get_detector(settings).info
@@ -128,8 +130,94 @@ def models(args: argparse.Namespace) -> int:
                 print(f"  version {detector['version']}")
         else:
             print(f"  NOT loaded: {detector['error']}")
-        print("report engine: template (deterministic; always available)")
+        writer = entry["report_engines"]
+        print(f"report writer: {writer['mode']} (deadline {writer['deadline_s']:g} s)")
+        for name, engine in writer["engines"].items():
+            state = "installed" if engine["installed"] else f"missing {engine['missing']}"
+            print(f"  engine {name}: {state}")
+        for link in writer["chain"]:
+            print(f"  chain: {link['model']}: {link['status']}"
+                  + (f" ({link['reason']})" if link["reason"] else ""))
+        print("  template: deterministic; always available")
     return status
+
+
+def report_engines(settings: Settings) -> dict[str, Any]:
+    """Which engines are installed, and (in chain mode) which model of the chain loads."""
+    from mriscribe.report.engines import ENGINES, engine_module, missing_packages
+    from mriscribe.report.writer import ReportWriter
+
+    writer = ReportWriter(settings)
+    writer.load()
+    status = writer.status()
+    writer.close()
+    engines = {
+        name: {
+            "installed": not missing_packages(name),
+            "missing": ", ".join(missing_packages(name)),
+            "extra": engine_module(name).EXTRA,
+        }
+        for name in ENGINES
+    }
+    return {**status, "engines": engines, "template": {"available": True}}
+
+
+def verify_report(args: argparse.Namespace) -> int:
+    """Check a report text against saved findings: exit 0 accepted, 1 rejected, 2 bad input."""
+    from mriscribe.report.facts import facts_from_results
+    from mriscribe.report.verify import verify_text
+
+    settings = settings_from(args)
+    try:
+        findings = json.loads(args.findings.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.findings}: cannot be read ({_why(exc)})", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"error: {args.findings}: not JSON ({exc})", file=sys.stderr)
+        return 2
+    if isinstance(findings, dict) and "detection_results" in findings:
+        findings = findings["detection_results"]  # the whole /analyze-json answer
+    try:
+        text = args.text.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.text}: cannot be read ({_why(exc)})", file=sys.stderr)
+        return 2
+    try:
+        facts = facts_from_results(
+            findings if isinstance(findings, dict) else {},
+            default_spacing_mm=settings.default_spacing_mm,
+            conf_threshold=settings.conf_threshold,
+        )
+    except ValueError as exc:
+        print(f"error: {args.findings}: {exc}", file=sys.stderr)
+        return 2
+    narrative, checked = narrative_of(text)
+    verdict = verify_text(narrative, facts)
+    if verdict.accepted:
+        print(f"accepted ({checked})")
+        return 0
+    print(f"rejected ({checked}):")
+    for reason in verdict.reasons:
+        print(f"  - {reason}")
+    return 1
+
+
+def narrative_of(text: str) -> tuple[str, str]:
+    """The part of a report a language model may write: the FINDINGS and IMPRESSION sections of
+    a whole mriscribe report (the others are fixed template text), else the whole text."""
+    import re
+
+    headings = list(re.finditer(r"^([A-Z][A-Z ]+):[ \t]*$", text, re.MULTILINE))
+    names = [m.group(1) for m in headings]
+    if "FINDINGS" not in names or "IMPRESSION" not in names:
+        return text, "the whole text"
+    parts = []
+    for index, match in enumerate(headings):
+        if match.group(1) in ("FINDINGS", "IMPRESSION"):
+            end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
+            parts.append(f"{match.group(1).capitalize()}:\n{text[match.end():end].strip()}")
+    return "\n".join(parts), "its FINDINGS and IMPRESSION sections"
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -198,7 +286,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="mm per pixel for files that state none (default 0.5, an estimate)")
     p.add_argument("--nifti-step", type=int, default=None,
                    help="NIfTI: every Nth axial slice through the brain (0: automatic)")
+    p.add_argument("--report-engine", choices=("chain", "template"), default=None,
+                   help="the language model chain (default when installed) or the template")
     p.set_defaults(handler=analyze)
+
+    p = commands.add_parser(
+        "verify-report", parents=[config], help="check a report text against findings",
+        description="Run the faithfulness check alone: is every claim in REPORT.txt in the "
+        "findings? Exit 0 accepted, 1 rejected (the reasons are printed), 2 unreadable input.",
+    )
+    p.add_argument("--findings", type=Path, required=True,
+                   help="FINDINGS.json: the 'detection_results' object of /analyze-json")
+    p.add_argument("--text", type=Path, required=True, help="REPORT.txt: the text to check")
+    p.add_argument("--spacing", type=float, default=None,
+                   help="mm per pixel where the findings state none (default 0.5)")
+    p.add_argument("--conf", type=float, default=None, help="the confidence threshold used")
+    p.set_defaults(handler=verify_report)
 
     p = commands.add_parser(
         "models", parents=[config], help="show the detector and report engines",
@@ -206,3 +309,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=models)
+
+
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__

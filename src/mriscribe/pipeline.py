@@ -22,7 +22,7 @@ from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.files import read_input_file
 from mriscribe.imaging.slices import Slice
 from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
-from mriscribe.report.template import template_report
+from mriscribe.report.writer import Mode, ReportWriter, get_writer
 from mriscribe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -167,12 +167,15 @@ def analyze(
     detector: Detector | None = None,
     render_images: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    writer: ReportWriter | None = None,
+    report_engine: Mode | None = None,
 ) -> Analysis:
     """Analyse one study: every input file, all its slices, one report.
 
     Raises InputProblemsError for bad inputs (naming each file) and ModelError if the model cannot
     load. ``render_images`` also draws each annotated image once (for the PDF and the page).
-    ``progress(done, total)`` is called after each detection batch.
+    ``progress(done, total)`` is called after each detection batch. ``report_engine``
+    ("chain" or "template") overrides the settings' choice for this study.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -203,8 +206,15 @@ def analyze(
         measured = tuple(MeasuredFinding(f, measure(f, spacing, source, estimated)) for f in found)
         images.append(ImageResult(number, item, measured, spacing, source, estimated))
     facts = study_facts(images, settings.conf_threshold)
-    report = template_report(
-        facts, model_name=detector.info.name, model_version=detector.info.version
+    timings["measure"] = _ms_since(mark)
+
+    mark = time.perf_counter()
+    writer = writer or get_writer(settings)
+    report = writer.write(
+        facts,
+        model_name=detector.info.name,
+        model_version=detector.info.version,
+        mode=report_engine,
     )
     timings["report"] = _ms_since(mark)
 

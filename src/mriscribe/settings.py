@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,45 @@ MiB = 1024 * 1024
 
 class SettingsError(MriscribeError):
     """A setting has a bad value, or the config file cannot be read."""
+
+
+class LanguageModel(BaseModel):
+    """One link of the report writer's chain: an engine and its model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["llama-cpp", "transformers", "openai"]
+    model: str = Field(
+        default="default",
+        description="llama-cpp: a GGUF file, or 'default' (Gemma 3 270M from PyPI); "
+        "transformers: a local folder or a hub id already in the local cache; "
+        "openai: the model name the server knows",
+    )
+    base_url: str | None = Field(
+        default=None, description="openai: the server's URL, e.g. http://gpu-host:8000/v1"
+    )
+    api_key_env: str = Field(
+        default="MRISCRIBE_LLM_API_KEY",
+        description="openai: the environment variable holding the API key (keys never go in "
+        "config files)",
+    )
+    api: Literal["completions", "chat"] = Field(
+        default="completions", description="openai: /v1/completions or /v1/chat/completions"
+    )
+    device: str = Field(default="auto", description="transformers: auto, cpu, cuda, cuda:1, mps")
+    allow_download: bool = Field(
+        default=False, description="transformers: fetch from the hub if not in the local cache"
+    )
+    threads: int = Field(default=0, ge=0, description="llama-cpp: threads; 0 = all cores")
+    context_tokens: int = Field(default=4096, ge=512, description="llama-cpp: context size")
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}:{self.model}"
+
+
+def _default_chain() -> list[LanguageModel]:
+    return [LanguageModel(engine="llama-cpp", model="default")]
 
 
 class Settings(BaseSettings):
@@ -63,6 +102,16 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_total_pixels: int = Field(default=50_000_000, ge=1)
     max_concurrent_analyses: int = Field(default=2, ge=1, description="service: at once")
+
+    # Report writer: "chain" (the language models below, fastest first, with the template as
+    # the fallback) or "template"; unset = chain when an LLM engine is installed.
+    report_engine: Literal["chain", "template"] | None = None
+    llm_chain: list[LanguageModel] = Field(default_factory=_default_chain)
+    report_deadline_s: float = Field(
+        default=3.0, gt=0, le=600, description="a report not written by then is the template"
+    )
+    llm_max_prompt_tokens: int = Field(default=2048, ge=256, description="input truncated to")
+    llm_max_new_tokens: int = Field(default=64, ge=8, le=1024, description="per answer line")
 
     # Service
     host: str = "127.0.0.1"

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,11 @@ from mriscribe.settings import Settings
 log = logging.getLogger("mriscribe.service")
 
 FIELD = "images"  # the prototype's multipart field name
+ReportChoice = Literal["chain", "template"]
+REPORT_CHOICE_HELP = (
+    "'template' for the deterministic report only (fastest), 'chain' for the language model's "
+    "text where it passes verification in time; default: the service's setting"
+)
 _STATUS = {"limit": 413, "unsupported": 415, "unreadable": 400}
 
 
@@ -86,8 +92,11 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         response_class=Response,
         responses={200: {"content": {"application/pdf": {}}}},
     )
-    async def analyze_pdf(request: Request) -> Response:
-        analysis = await _run(request, state, render_images=True)
+    async def analyze_pdf(
+        request: Request,
+        report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
+    ) -> Response:
+        analysis = await _run(request, state, render_images=True, report_engine=report_engine)
         if isinstance(analysis, JSONResponse):
             return analysis
         pdf = await run_in_threadpool(render_pdf, analysis)
@@ -103,8 +112,11 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         request: Request,
         annotated: bool = Query(False, description="include each annotated image as a data URL"),
         pdf: bool = Query(False, description="include the PDF report, base64-encoded"),
+        report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
     ) -> JSONResponse:
-        analysis = await _run(request, state, render_images=annotated or pdf)
+        analysis = await _run(
+            request, state, render_images=annotated or pdf, report_engine=report_engine
+        )
         if isinstance(analysis, JSONResponse):
             return analysis
         document = await run_in_threadpool(render_pdf, analysis) if pdf else None
@@ -113,9 +125,13 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     return app
 
 
-async def _run(request: Request, state: ServiceState, *, render_images: bool) -> (
-    Analysis | JSONResponse
-):
+async def _run(
+    request: Request,
+    state: ServiceState,
+    *,
+    render_images: bool,
+    report_engine: ReportChoice | None = None,
+) -> Analysis | JSONResponse:
     """Read the upload and analyse it off the event loop; errors come back as JSON responses."""
     if not state.ready:
         return _error(503, state.not_ready_reason)
@@ -131,7 +147,13 @@ async def _run(request: Request, state: ServiceState, *, render_images: bool) ->
     try:
         async with state.slots:
             analysis = await run_in_threadpool(
-                analyze, files, settings, detector=state.detector, render_images=render_images
+                analyze,
+                files,
+                settings,
+                detector=state.detector,
+                render_images=render_images,
+                writer=state.writer,
+                report_engine=report_engine,
             )
     except InputProblemsError as exc:
         log.info("input rejected", extra={"files": len(files), "kind": exc.kind})

