@@ -13,6 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Most tests check detection, input handling and rendering: they use the deterministic template
+# report (fast, and the same text every run). The language-model tests (test_llm_*.py) ask for
+# the chain explicitly.
+os.environ["MRISCRIBE_REPORT_ENGINE"] = "template"
+
 FIXTURES = Path(__file__).parent / "fixtures"
 HELDOUT = FIXTURES / "heldout"
 

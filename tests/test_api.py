@@ -58,6 +58,7 @@ def test_health_reports_models_and_engine(live_server):
     assert body["models"]["detector"]["classes"] == classes
     assert len(body["models"]["detector"]["sha256"]) == 16
     assert body["report_engine"] == "template"
+    assert body["report_writer"]["mode"] == "template"  # as the tests' environment asks
     assert body["uptime_s"] >= 0
 
 

@@ -85,7 +85,11 @@ def test_models_lists_the_detector_and_engines(tmp_path: Path):
     listing = json.loads(result.stdout)
     assert listing["detector"]["loaded"] is True
     assert listing["detector"]["classes"] == ["Glioma", "Meningioma", "No Tumor", "Pituitary"]
-    assert listing["report_engines"]["template"]["in_use"] is True
+    engines = listing["report_engines"]
+    assert engines["mode"] == "template"  # the tests' environment asks for it
+    assert engines["template"]["available"] is True
+    assert set(engines["engines"]) == {"llama-cpp", "transformers", "openai"}
+    assert all(engine["installed"] for engine in engines["engines"].values())
     result = run("models", "--model", str(tmp_path / "none.onnx"))
     assert result.returncode == 2
     assert "none.onnx: model file not found" in result.stdout
