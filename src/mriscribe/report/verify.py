@@ -91,6 +91,7 @@ _TUMOUR_NOUN = re.compile(
     r"nodules?|findings?)\b",
     re.IGNORECASE,
 )
+_NO_DETECTION = re.compile(r"\bno\s+detections?\b|\bnothing\s+(?:was\s+)?detected\b", re.I)
 _OTHER = re.compile(r"\b(?:other|further|additional|else|remaining|elsewhere|more)\b", re.I)
 _DANGLING = {
     "and",
@@ -338,6 +339,8 @@ def _clause_problems(clause: Clause, facts: StudyFacts) -> list[str]:
             negated = set(clause.negated_kinds)
             if (negated and negated & kinds) or (not negated and image.status == "positive"):
                 reasons.append(f"says image {image.number} has no tumour, but it has one")
+        if _NO_DETECTION.search(_plain(clause)) and image.status != "no finding":
+            reasons.append(f"says image {image.number} had no detection, but it had one")
         if clause.classified_negative and not image.negatives:
             reasons.append(f"says image {image.number} was classified no tumour, but it was not")
     bound = _bound_findings(clause, facts)

@@ -64,7 +64,7 @@ def _quiet_llama_cpp(llama_cpp: Any) -> None:
     @llama_cpp.llama_log_callback
     def forward(level: int, text: bytes, _user_data: object) -> None:
         if level <= 2:  # GGML_LOG_LEVEL_ERROR
-            log.warning("llama.cpp", extra={"message": text.decode("utf-8", "replace").strip()})
+            log.warning("llama.cpp", extra={"detail": text.decode("utf-8", "replace").strip()})
 
     _log_callback = forward  # kept: llama.cpp holds only a C pointer to it
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))

