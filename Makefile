@@ -13,14 +13,19 @@ REAL_SCANS := .cache/real-scans
 PYRADIOMICS_SHA256 := 47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5
 PYRADIOMICS_URL := https://files.pythonhosted.org/packages/1b/35/c7f7fb7affd302fd8107dcee6b6e7aaf3708b75ad69d5f9a3dfcadb73eaa/pyradiomics-3.0.1.tar.gz
 
+# llama-cpp-python compiles llama.cpp (about 5-10 minutes on 2 cores): a portable x86-64 build,
+# since a native one crashed at its first decode on these machines.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 # Everything: packaged brain MRI for the data generator (Debian), then the package with the
-# synth, train (Ultralytics, torch: only for training, evaluation baselines and .pt files) and
-# dev extras. torch is pinned to the release this machine image carries on disk.
+# synth, train (Ultralytics, torch: only for training, evaluation baselines and .pt files),
+# the three report engines and dev extras. torch is pinned to the release this machine image
+# carries on disk.
 install: install-system
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
-	$(PIP) install --quiet -e '.[dev,dicom,synth,train]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e '.[dev,dicom,synth,train,llama-cpp,transformers,openai]'
 	$(MAKE) real-scans
 
 real-scans: $(REAL_SCANS)/.complete
@@ -50,6 +55,7 @@ lint:
 bench:
 	$(VENV)/bin/python bench/detector_latency.py
 	$(VENV)/bin/python bench/service_latency.py
+	$(VENV)/bin/python bench/report_latency.py
 
 evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800

@@ -3,7 +3,7 @@ in the same run.
 
     python bench/service_latency.py [--requests 60] [--load 1000] [--json results.json]
 
-1. A real `mriscribe serve` on localhost (default detector, no LLM): p50/p95 of
+1. A real `mriscribe serve` on localhost (default detector, template report): p50/p95 of
    POST /analyze-json and POST /analyze with one 256x256 PNG, sequential, over HTTP.
 2. The same study rendered two ways in this process, alternating rounds: ours (Pillow
    annotation + fpdf2 PDF) and the prototype's (a matplotlib figure per image saved to a temp PNG,
@@ -53,7 +53,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
         [sys.executable, "-m", "mriscribe", "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "MRISCRIBE_LOG_LEVEL": "WARNING"},
+        env={**os.environ, "MRISCRIBE_LOG_LEVEL": "WARNING", "MRISCRIBE_REPORT_ENGINE": "template"},
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

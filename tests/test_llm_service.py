@@ -9,9 +9,9 @@ import time
 
 import httpx
 import pytest
-from conftest import HELDOUT, LiveServer
 from pypdf import PdfReader
 
+from conftest import HELDOUT, LiveServer
 from mriscribe.report.facts import facts_from_results
 from mriscribe.report.verify import verify_text
 

@@ -157,3 +157,26 @@ def test_template_mode_never_touches_a_model(engine):
     report = writer.write(SIMPLE, model_name="detector", mode="template")
     assert report.engine == "template"
     assert report.fallback_reason is None
+
+
+def test_the_prototype_chain_example_loads_and_falls_through_offline(tmp_path, monkeypatch):
+    """examples/prototype-chain.toml: the prototype's four hub models are not in this machine's
+    cache and downloads are off, so each is skipped with its reason and the default serves."""
+    from pathlib import Path
+
+    from mriscribe.settings import load_settings
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.delenv("MRISCRIBE_REPORT_ENGINE")
+    example = Path(__file__).resolve().parents[1] / "examples" / "prototype-chain.toml"
+    settings = load_settings(example)
+    assert settings.llm_max_prompt_tokens == 1024
+    writer = ReportWriter(settings)
+    writer.load()
+    try:
+        chain = writer.status()["chain"]
+        assert [link["status"] for link in chain] == ["failed"] * 4 + ["serving"]
+        assert all("downloads are off" in link["reason"] for link in chain[:4])
+        assert chain[0]["model"] == "transformers:microsoft/DialoGPT-small"
+    finally:
+        writer.close()

@@ -60,10 +60,12 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
         lines.append(f"{_images(negative).capitalize()}: no tumour.")
     empty = [*facts.unremarkable_images]
     if empty:
-        lines.append(f"{_images(empty).capitalize()}: no detection.")
-    impression = f"Impression: {study_result(facts)}"
+        lines.append(f"{_images(empty).capitalize()}: no detection above the threshold.")
+    impression = f"Impression: {study_result(facts)} study"
     if summary:
-        impression += f", {summary}"
+        impression += ", " + ", ".join(
+            f"{count_word(n)} suspected {kind_phrase(name, n)}" for name, n in counts.items()
+        )
     lines.append(impression + ".")
     return header, lines
 
@@ -122,7 +124,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         (
             "Image 2 shows a suspected meningioma measuring 30.2 x 25.0 mm.",
             "No tumour was detected on image 1.",
-            "Image 3 had no detection above the threshold.",
+            "No detection above the threshold on image 3.",
             "Positive study: one suspected meningioma.",
         ),
     ),
@@ -130,15 +132,23 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         _example([[], [("No Tumor", 0.77, 190.0, 200.0)]]),
         (
             "No tumour was detected on image 2.",
-            "Image 1 had no detection above the threshold.",
+            "No detection above the threshold on image 1.",
             "Indeterminate study: no tumour was detected, but image 1 had no detection, so "
             "this is not a normal result.",
         ),
     ),
     (
+        _example([[("No Tumor", 0.93, 200.0, 210.0)]]),
+        (
+            "No tumour was detected on image 1.",
+            "Negative study: no tumour was detected. An automated negative result does not "
+            "exclude a tumour.",
+        ),
+    ),
+    (
         _example([[]]),
         (
-            "Image 1 had no detection above the threshold.",
+            "No detection above the threshold on image 1.",
             "Indeterminate study: no tumour was detected, but image 1 had no detection, so "
             "this is not a normal result.",
         ),
@@ -147,7 +157,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         _example([[], [("Pituitary", 0.62, 11.0, 9.0)], []]),
         (
             "Image 2 shows a suspected pituitary tumour measuring 11.0 x 9.0 mm.",
-            "Images 1, 3 had no detection above the threshold.",
+            "No detection above the threshold on images 1, 3.",
             "Positive study: one suspected pituitary tumour.",
         ),
     ),
@@ -156,7 +166,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         (
             "Image 1 shows a suspected pituitary tumour measuring 14.0 x 11.5 mm.",
             "Image 2 shows a suspected glioma measuring 40.3 x 33.8 mm.",
-            "Positive study: one suspected pituitary tumour and one suspected glioma.",
+            "Positive study: one suspected pituitary tumour, one suspected glioma.",
         ),
     ),
     (

@@ -63,7 +63,7 @@ def _quiet_llama_cpp(llama_cpp: Any) -> None:
 
     @llama_cpp.llama_log_callback
     def forward(level: int, text: bytes, _user_data: object) -> None:
-        if level <= 2:  # GGML_LOG_LEVEL_ERROR
+        if level == 4:  # GGML_LOG_LEVEL_ERROR; its notices (DEBUG 1, INFO 2, WARN 3) are noise
             log.warning("llama.cpp", extra={"detail": text.decode("utf-8", "replace").strip()})
 
     _log_callback = forward  # kept: llama.cpp holds only a C pointer to it

@@ -1,0 +1,311 @@
+"""The report writer: latency, faithfulness and memory, against the prototype's generation on the
+same model in the same run.
+
+    python bench/report_latency.py [--cases 50] [--baseline-cases 5] [--json results.json]
+
+1. 50 varied finding sets (seeded: 1-6 images, 0-3 tumours of the three classes, negative and
+   no-detection images, measured and estimated sizes) through ReportWriter with the default
+   model (Gemma 3 270M Q4_K_M, llama-cpp, all cores): report time p50/p95 (the whole writer:
+   prompt, generation, verification, template fallback), the share of reports whose model text
+   was accepted, and every final narrative checked again by the verifier (0 unfaithful).
+2. The adversarial set (tests/fixtures/reports/adversarial.json, hand-written bad reports):
+   the verifier must reject every one.
+3. Baseline: the prototype's generation on the same model and machine: transformers
+   generate(), FP32, its long prompt, greedy, max 256 new tokens; mean time per report against
+   ours on the same finding sets.
+4. Memory: a real `mriscribe serve` with the default LLM loaded, after 20 reports: RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mriscribe.report.engines.llama_cpp import LlamaCppEngine, resolve_model
+from mriscribe.report.facts import FindingFact, StudyFacts, facts_from_results, image_facts
+from mriscribe.report.prompt import PREFIX
+from mriscribe.report.verify import verify_text
+from mriscribe.report.writer import ReportWriter
+from mriscribe.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"p50_s": 1.5, "p95_s": 3.0, "speedup": 10.0, "accepted_share": 0.70, "rss_mb": 900.0}
+CLASSES = ("Glioma", "Meningioma", "Pituitary")
+
+
+def finding_sets(count: int, seed: int = 0) -> list[StudyFacts]:
+    """Varied studies: 1-6 images (single slices most often), 0-3 tumours."""
+    rng = random.Random(seed)
+    studies = []
+    for _ in range(count):
+        images = rng.choice([1, 1, 1, 2, 2, 3, 4, 6])
+        tumours = min(rng.choice([0, 0, 1, 1, 1, 1, 2, 2, 3]), images * 2)
+        estimated = rng.random() < 0.5
+        found: dict[int, list[FindingFact]] = {number: [] for number in range(1, images + 1)}
+        for _ in range(tumours):
+            number = rng.randint(1, images)
+            width = round(rng.uniform(6, 55), 1)
+            found[number].append(
+                FindingFact(
+                    number,
+                    rng.choice(CLASSES),
+                    round(rng.uniform(0.3, 0.98), 4),
+                    width,
+                    round(width * rng.uniform(0.6, 1.0), 1),
+                    estimated,
+                )
+            )
+        for number, findings in found.items():
+            if not findings and rng.random() < 0.75:
+                conf = round(rng.uniform(0.4, 0.98), 4)
+                findings.append(FindingFact(number, "No Tumor", conf, 100.0, 105.0, estimated))
+        source = "default 0.5 mm/px (estimate)" if estimated else "DICOM PixelSpacing"
+        studies.append(
+            StudyFacts(
+                tuple(image_facts(n, f, source, estimated) for n, f in found.items()), 0.25
+            )
+        )
+    return studies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def measure_writer(studies: list[StudyFacts], log: list[dict[str, Any]]) -> dict[str, Any]:
+    settings = Settings(report_engine="chain")
+    engine = LlamaCppEngine(threads=0, warm_prefix=PREFIX)
+    writer = ReportWriter(settings, engines=[engine])
+    times: list[float] = []
+    accepted = unfaithful = 0
+    reasons: dict[str, int] = {}
+    for number, facts in enumerate(studies):
+        started = time.perf_counter()
+        report = writer.write(facts, model_name="mriscribe-yolov8n")
+        times.append(time.perf_counter() - started)
+        narrative = f"{report.sections['FINDINGS']}\n{report.sections['IMPRESSION']}"
+        verdict = verify_text(narrative, facts)
+        unfaithful += not verdict.accepted
+        if report.engine != "template":
+            accepted += 1
+        else:
+            key = (report.fallback_reason or "").split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        log.append(
+            {
+                "case": number,
+                "seconds": round(times[-1], 3),
+                "engine": report.engine,
+                "fallback_reason": report.fallback_reason,
+                "findings": report.sections["FINDINGS"],
+                "impression": report.sections["IMPRESSION"],
+            }
+        )
+    engine.close()
+    return {
+        "cases": len(studies),
+        "p50_s": round(percentile(times, 0.5), 3),
+        "p95_s": round(percentile(times, 0.95), 3),
+        "mean_s": round(statistics.mean(times), 3),
+        "accepted": accepted,
+        "accepted_share": round(accepted / len(studies), 3),
+        "unfaithful_in_output": unfaithful,
+        "fallback_reasons": reasons,
+        "times": times,
+    }
+
+
+def adversarial() -> dict[str, Any]:
+    cases = json.loads((ROOT / "tests/fixtures/reports/adversarial.json").read_text())
+    missed = []
+    for case in cases:
+        facts = facts_from_results(case["findings"], default_spacing_mm=0.5, conf_threshold=0.25)
+        if verify_text(case["text"], facts).accepted:
+            missed.append(case["id"])
+    categories = sorted({case["defect"] for case in cases})
+    return {"texts": len(cases), "rejected": len(cases) - len(missed), "accepted_ids": missed,
+            "categories": categories}
+
+
+def prototype_prompt(facts: StudyFacts) -> str:
+    """The prototype's long prompt: role, the raw detections, and a long list of asks."""
+    detections = []
+    for image in facts.images:
+        for fact in (*image.tumours, *image.negatives):
+            detections.append(
+                f"- Image {image.number}: class={fact.class_name}, "
+                f"confidence={fact.confidence:.4f}, bbox size={fact.width_mm:.2f}x"
+                f"{fact.height_mm:.2f} mm"
+            )
+    listing = "\n".join(detections) or "- No detections"
+    return (
+        "You are an expert neuroradiologist with many years of experience in interpreting "
+        "brain MRI scans. You have been provided with the results of an automated deep "
+        "learning tumour detection system (YOLO) that analysed brain MRI slices. Based on the "
+        "detection results below, write a comprehensive, professional medical report suitable "
+        "for a referring clinician.\n\n"
+        f"Number of images analysed: {facts.image_count}\n"
+        f"Detection results:\n{listing}\n\n"
+        "The report should include the following sections:\n"
+        "1. Clinical Indication and Technique: describe the imaging technique and the "
+        "automated analysis performed.\n"
+        "2. Findings: describe each detected abnormality in detail, including its type, size, "
+        "and the confidence of the detection, and comment on the images without findings.\n"
+        "3. Impression: summarise the most important findings and the likely diagnosis.\n"
+        "4. Differential Diagnosis: list the possible alternative diagnoses.\n"
+        "5. Recommendations: suggest appropriate follow-up imaging, specialist referral and "
+        "further investigations.\n"
+        "6. Disclaimer: note the limitations of automated analysis.\n"
+        "Use clear, concise medical terminology.\n\nMEDICAL REPORT:\n"
+    )
+
+
+def measure_baseline(studies: list[StudyFacts]) -> dict[str, Any]:
+    """transformers generate, FP32, greedy, one beam, the KV cache, max 256 new tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mriscribe.report.engines.transformers import convert_gguf
+
+    folder = convert_gguf(resolve_model("default"), ROOT / ".cache/gemma-3-270m-transformers")
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.eval()
+    times, tokens = [], []
+    for facts in studies:
+        inputs = tokenizer(
+            prototype_prompt(facts), return_tensors="pt", truncation=True, max_length=1024
+        )
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = model.generate(
+                **inputs, max_new_tokens=256, do_sample=False, num_beams=1, use_cache=True,
+                pad_token_id=tokenizer.eos_token_id,
+            )
+        times.append(time.perf_counter() - started)
+        tokens.append(int(output.shape[1] - inputs["input_ids"].shape[1]))
+    return {
+        "cases": len(studies),
+        "mean_s": round(statistics.mean(times), 3),
+        "new_tokens_mean": statistics.mean(tokens),
+        "prompt_tokens_mean": statistics.mean(
+            len(tokenizer(prototype_prompt(f))["input_ids"]) for f in studies
+        ),
+    }
+
+
+def measure_service_rss(reports: int = 20) -> dict[str, Any]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mriscribe", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MRISCRIBE_LOG_LEVEL": "WARNING", "MRISCRIBE_REPORT_ENGINE": "chain"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]["llm"]:
+                    break
+            except (httpx.TransportError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        images = sorted((ROOT / "tests/fixtures/heldout").glob("*.png"))
+        engines = set()
+        for number in range(reports):
+            image = images[number % len(images)]
+            response = httpx.post(
+                f"{url}/analyze-json",
+                files=[("images", (image.name, image.read_bytes(), "image/png"))],
+                timeout=60,
+            )
+            engines.add(response.json()["report"]["engine"])
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
+                  if line.startswith(("VmRSS", "VmHWM"))}
+        return {
+            "reports": reports,
+            "engines_seen": sorted(engines),
+            "rss_mb": round(int(fields["VmRSS"]) / 1024, 1),
+            "peak_rss_mb": round(int(fields["VmHWM"]) / 1024, 1),
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=50)
+    parser.add_argument("--baseline-cases", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--texts", type=Path, default=None, help="write every report text here")
+    args = parser.parse_args()
+
+    studies = finding_sets(args.cases)
+    log: list[dict[str, Any]] = []
+    ours = measure_writer(studies, log)
+    print(
+        f"writer, {ours['cases']} finding sets: p50 {ours['p50_s']:.3f} s, p95 "
+        f"{ours['p95_s']:.3f} s (targets <= {TARGETS['p50_s']}, <= {TARGETS['p95_s']}); "
+        f"model text accepted {ours['accepted']}/{ours['cases']} = "
+        f"{ours['accepted_share']:.0%} (aim >= 70%); unfaithful in output: "
+        f"{ours['unfaithful_in_output']}; fallbacks: {ours['fallback_reasons']}"
+    )
+    bad = adversarial()
+    print(
+        f"adversarial: {bad['rejected']}/{bad['texts']} rejected "
+        f"({len(bad['categories'])} categories); accepted: {bad['accepted_ids'] or 'none'}"
+    )
+    subset = studies[: args.baseline_cases]
+    baseline = measure_baseline(subset)
+    ours_subset = statistics.mean(ours["times"][: args.baseline_cases])
+    speedup = baseline["mean_s"] / ours_subset
+    print(
+        f"prototype generation (transformers FP32, long prompt of "
+        f"{baseline['prompt_tokens_mean']:.0f} tokens, max 256 new): {baseline['mean_s']:.2f} s "
+        f"a report over {baseline['cases']} sets; ours on the same sets {ours_subset:.2f} s: "
+        f"{speedup:.1f}x (target >= {TARGETS['speedup']:g}x)"
+    )
+    memory = measure_service_rss()
+    print(
+        f"service with the default LLM after {memory['reports']} reports: RSS "
+        f"{memory['rss_mb']} MB, peak {memory['peak_rss_mb']} MB (target <= "
+        f"{TARGETS['rss_mb']:g}); engines {memory['engines_seen']}"
+    )
+    checks = {
+        "p50": ours["p50_s"] <= TARGETS["p50_s"],
+        "p95": ours["p95_s"] <= TARGETS["p95_s"],
+        "unfaithful": ours["unfaithful_in_output"] == 0,
+        "adversarial": bad["rejected"] == bad["texts"] >= 40,
+        "speedup": speedup >= TARGETS["speedup"],
+        "rss": memory["peak_rss_mb"] <= TARGETS["rss_mb"],
+    }
+    print("checks: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in checks.items()))
+    ours.pop("times")
+    results = {"writer": ours, "adversarial": bad, "baseline": baseline,
+               "speedup": round(speedup, 2), "service": memory, "checks": checks}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.texts:
+        args.texts.write_text(json.dumps(log, indent=2) + "\n")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
