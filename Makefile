@@ -25,7 +25,7 @@ install: install-system
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet 'torch==2.14.1' 'torchvision==0.29.1'
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e '.[dev,dicom,synth,train,llama-cpp,transformers,openai]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install --quiet -e '.[dev,dicom,synth,train,llama-cpp,transformers,openai]'
 	$(MAKE) real-scans
 
 real-scans: $(REAL_SCANS)/.complete

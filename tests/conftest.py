@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
+from mriscribe.report.facts import study_of
 
 # Most tests check detection, input handling and rendering: they use the deterministic template
 # report (fast, and the same text every run). The language-model tests (test_llm_*.py) ask for
@@ -144,21 +144,5 @@ def live_server(live_server_process) -> str:
     return live_server_process.url
 
 
-def facts_of(*images: list[tuple[str, float, float, float]]) -> StudyFacts:
-    """Study facts from (class, confidence, width mm, height mm) per image, measured spacing."""
-    return StudyFacts(
-        tuple(
-            image_facts(
-                number,
-                [FindingFact(number, c, p, w, h, False) for c, p, w, h in findings],
-                "DICOM PixelSpacing",
-                False,
-            )
-            for number, findings in enumerate(images, start=1)
-        ),
-        0.25,
-    )
-
-
 # A simple positive study: one glioma on one image.
-SIMPLE = facts_of([("Glioma", 0.912, 31.5, 24.0)])
+SIMPLE = study_of([[("Glioma", 0.912, 31.5, 24.0)]], spacing_source="DICOM PixelSpacing")

@@ -103,3 +103,28 @@ def test_the_pdf_footer_and_summary_name_the_engine(chain_server):
     template = _post(chain_server.url, "/analyze", "glioma_1.png", report_engine="template")
     pages = PdfReader(io.BytesIO(template.content)).pages
     assert "Report: template" in pages[0].extract_text()
+
+
+def test_cli_analyze_writes_the_models_narrative_and_verify_report_accepts_it(tmp_path):
+    from conftest import run_cli
+
+    results = tmp_path / "results.json"
+    done = run_cli(
+        "analyze", str(HELDOUT / "glioma_1.png"), "--json", str(results),
+        "--report-engine", "chain",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "FINDINGS:\nImage 1 shows a suspected glioma measuring" in done.stdout
+    body = json.loads(results.read_text())
+    assert body["report"]["engine"] == ENGINE
+    report = tmp_path / "report.txt"
+    report.write_text(body["medical_report"])
+    checked = run_cli("verify-report", "--findings", str(results), "--text", str(report))
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.startswith("accepted (its FINDINGS and IMPRESSION sections)")
+    # The same narrative with its size changed is caught.
+    wrong = body["medical_report"].replace("measuring ", "measuring 1", 1)
+    report.write_text(wrong)
+    checked = run_cli("verify-report", "--findings", str(results), "--text", str(report))
+    assert checked.returncode == 1
+    assert "states a size" in checked.stdout

@@ -165,3 +165,24 @@ def facts_from_results(
         source = str(image.get("spacing_source") or ("default" if estimated else "file"))
         facts.append(image_facts(number, found, source, estimated))
     return StudyFacts(tuple(facts), conf_threshold)
+
+
+def study_of(
+    images: Sequence[Sequence[tuple[str, float, float, float]]],
+    spacing_source: str = "file",
+    conf_threshold: float = 0.25,
+) -> StudyFacts:
+    """Facts from (class, confidence, width mm, height mm) per image, sizes measured: the
+    prompt's worked examples, and studies written by hand."""
+    return StudyFacts(
+        tuple(
+            image_facts(
+                number,
+                [FindingFact(number, c, p, w, h, False) for c, p, w, h in findings],
+                spacing_source,
+                False,
+            )
+            for number, findings in enumerate(images, start=1)
+        ),
+        conf_threshold,
+    )

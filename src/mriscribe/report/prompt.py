@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mriscribe.report.engines.base import Prompt
-from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
+from mriscribe.report.facts import FindingFact, StudyFacts, study_of
 from mriscribe.report.template import class_kind, number_ranges, study_result
 
 STOP = ("\n",)
@@ -83,36 +83,20 @@ def _images(numbers: list[int]) -> str:
     return f"images {number_ranges(numbers)}"
 
 
-def _example(images: list[list[tuple[str, float, float, float]]]) -> StudyFacts:
-    """A worked example's facts: per image a list of (class, confidence, width, height)."""
-    return StudyFacts(
-        tuple(
-            image_facts(
-                number,
-                [FindingFact(number, c, p, w, h, False) for c, p, w, h in findings],
-                "file",
-                False,
-            )
-            for number, findings in enumerate(images, start=1)
-        ),
-        0.25,
-    )
-
-
 ANSWER = ">"  # the answer's first token carries its own leading space
 
 # Worked examples: facts made by the same fact_lines as a request, each line's answer written by
 # hand (a test checks that every answer passes the verifier).
 EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
     (
-        _example([[("Glioma", 0.912, 23.4, 18.0)]]),
+        study_of([[("Glioma", 0.912, 23.4, 18.0)]]),
         (
             "Image 1 shows a suspected glioma measuring 23.4 x 18.0 mm.",
             "Positive study: one suspected glioma.",
         ),
     ),
     (
-        _example([[("No Tumor", 0.95, 200.0, 220.0)], [("No Tumor", 0.90, 210.0, 230.0)]]),
+        study_of([[("No Tumor", 0.95, 200.0, 220.0)], [("No Tumor", 0.90, 210.0, 230.0)]]),
         (
             "No tumour was detected on images 1-2.",
             "Negative study: no tumour was detected. An automated negative result does not "
@@ -120,7 +104,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example([[("No Tumor", 0.81, 200.0, 210.0)], [("Meningioma", 0.875, 30.2, 25.0)], []]),
+        study_of([[("No Tumor", 0.81, 200.0, 210.0)], [("Meningioma", 0.875, 30.2, 25.0)], []]),
         (
             "Image 2 shows a suspected meningioma measuring 30.2 x 25.0 mm.",
             "No tumour was detected on image 1.",
@@ -129,7 +113,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example([[], [("No Tumor", 0.77, 190.0, 200.0)]]),
+        study_of([[], [("No Tumor", 0.77, 190.0, 200.0)]]),
         (
             "No tumour was detected on image 2.",
             "No detection above the threshold on image 1.",
@@ -138,7 +122,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example([[("No Tumor", 0.93, 200.0, 210.0)]]),
+        study_of([[("No Tumor", 0.93, 200.0, 210.0)]]),
         (
             "No tumour was detected on image 1.",
             "Negative study: no tumour was detected. An automated negative result does not "
@@ -146,7 +130,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example([[]]),
+        study_of([[]]),
         (
             "No detection above the threshold on image 1.",
             "Indeterminate study: no tumour was detected, but image 1 had no detection, so "
@@ -154,7 +138,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example([[], [("Pituitary", 0.62, 11.0, 9.0)], []]),
+        study_of([[], [("Pituitary", 0.62, 11.0, 9.0)], []]),
         (
             "Image 2 shows a suspected pituitary tumour measuring 11.0 x 9.0 mm.",
             "No detection above the threshold on images 1, 3.",
@@ -162,7 +146,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example([[("Pituitary", 0.784, 14.0, 11.5)], [("Glioma", 0.551, 40.3, 33.8)]]),
+        study_of([[("Pituitary", 0.784, 14.0, 11.5)], [("Glioma", 0.551, 40.3, 33.8)]]),
         (
             "Image 1 shows a suspected pituitary tumour measuring 14.0 x 11.5 mm.",
             "Image 2 shows a suspected glioma measuring 40.3 x 33.8 mm.",
@@ -170,7 +154,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        _example(
+        study_of(
             [
                 [("Glioma", 0.933, 35.5, 28.1)],
                 [("Glioma", 0.667, 20.0, 16.4)],

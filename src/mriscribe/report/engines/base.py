@@ -9,6 +9,9 @@ delays the next request, never this one. It knows nothing of studies, facts or v
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -68,3 +71,20 @@ class ReportEngine(Protocol):
     def close(self) -> None:
         """Free the model (memory, connections)."""
         ...
+
+
+def serialised(
+    lock: threading.Lock, deadline: float, library: str, generate: Callable[[], Generation]
+) -> Generation:
+    """Run ``generate`` holding ``lock`` (a model serves one request at a time), waiting for it
+    no later than ``deadline``; a library's own exceptions become GenerationError."""
+    if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise DeadlineExceededError("the model was still busy with an earlier request")
+    try:
+        return generate()
+    except GenerationError:
+        raise
+    except Exception as exc:  # model libraries raise assorted exception types
+        raise GenerationError(f"{library} failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        lock.release()

@@ -24,6 +24,7 @@ from mriscribe.report.engines.base import (
     Generation,
     GenerationError,
     Prompt,
+    serialised,
 )
 from mriscribe.settings import LanguageModel
 
@@ -142,16 +143,12 @@ class LlamaCppEngine:
         llm.eval(tokens[shared:])
 
     def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise DeadlineExceededError("the model was still busy with an earlier request")
-        try:
-            return self._generate(prompt, deadline, max_new_tokens)
-        except (DeadlineExceededError, GenerationError):
-            raise
-        except Exception as exc:  # llama.cpp failures surface as assorted exception types
-            raise GenerationError(f"llama.cpp failed ({type(exc).__name__}: {exc})") from None
-        finally:
-            self._lock.release()
+        return serialised(
+            self._lock,
+            deadline,
+            "llama.cpp",
+            lambda: self._generate(prompt, deadline, max_new_tokens),
+        )
 
     def _prefix_tokens(self, prefix: str) -> list[int]:
         if self._prefix_cache[0] != prefix:

@@ -22,8 +22,8 @@ from mriscribe.report.engines.base import (
     DeadlineExceededError,
     EngineLoadError,
     Generation,
-    GenerationError,
     Prompt,
+    serialised,
 )
 from mriscribe.settings import LanguageModel
 
@@ -122,16 +122,12 @@ class TransformersEngine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise DeadlineExceededError("the model was still busy with an earlier request")
-        try:
-            return self._generate(prompt, deadline, max_new_tokens)
-        except (DeadlineExceededError, GenerationError):
-            raise
-        except Exception as exc:  # torch and transformers raise assorted types
-            raise GenerationError(f"transformers failed ({type(exc).__name__}: {exc})") from None
-        finally:
-            self._lock.release()
+        return serialised(
+            self._lock,
+            deadline,
+            "transformers",
+            lambda: self._generate(prompt, deadline, max_new_tokens),
+        )
 
     def _generate(self, prompt: Prompt, deadline: float, max_new_tokens: int) -> Generation:
         remaining = deadline - time.monotonic()
