@@ -171,16 +171,17 @@ def study_of(
     images: Sequence[Sequence[tuple[str, float, float, float]]],
     spacing_source: str = "file",
     conf_threshold: float = 0.25,
+    estimated: bool = False,
 ) -> StudyFacts:
-    """Facts from (class, confidence, width mm, height mm) per image, sizes measured: the
-    prompt's worked examples, and studies written by hand."""
+    """Facts from (class, confidence, width mm, height mm) per image, sizes measured (or all
+    estimated from a default spacing): the prompt's worked examples, studies written by hand."""
     return StudyFacts(
         tuple(
             image_facts(
                 number,
-                [FindingFact(number, c, p, w, h, False) for c, p, w, h in findings],
+                [FindingFact(number, c, p, w, h, estimated) for c, p, w, h in findings],
                 spacing_source,
-                False,
+                estimated,
             )
             for number, findings in enumerate(images, start=1)
         ),

@@ -73,7 +73,7 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
 def _tumour_line(fact: FindingFact) -> str:
     return (
         f"Image {fact.image_number}: {kind_phrase(fact.class_name)}, "
-        f"{fact.width_mm:.1f} x {fact.height_mm:.1f} mm."
+        f"{'about ' if fact.size_estimated else ''}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm."
     )
 
 
@@ -89,9 +89,9 @@ ANSWER = ">"  # the answer's first token carries its own leading space
 # hand (a test checks that every answer passes the verifier).
 EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
     (
-        study_of([[("Glioma", 0.912, 23.4, 18.0)]]),
+        study_of([[("Glioma", 0.912, 23.4, 18.0)]], estimated=True),
         (
-            "Image 1 shows a suspected glioma measuring 23.4 x 18.0 mm.",
+            "Image 1 shows a suspected glioma measuring about 23.4 x 18.0 mm.",
             "Positive study: one suspected glioma.",
         ),
     ),
@@ -138,18 +138,20 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        study_of([[], [("Pituitary", 0.62, 11.0, 9.0)], []]),
+        study_of([[], [("Pituitary", 0.62, 11.0, 9.0)], []], estimated=True),
         (
-            "Image 2 shows a suspected pituitary tumour measuring 11.0 x 9.0 mm.",
+            "Image 2 shows a suspected pituitary tumour measuring about 11.0 x 9.0 mm.",
             "No detection above the threshold on images 1, 3.",
             "Positive study: one suspected pituitary tumour.",
         ),
     ),
     (
-        study_of([[("Pituitary", 0.784, 14.0, 11.5)], [("Glioma", 0.551, 40.3, 33.8)]]),
+        study_of(
+            [[("Pituitary", 0.784, 14.0, 11.5)], [("Glioma", 0.551, 40.3, 33.8)]], estimated=True
+        ),
         (
-            "Image 1 shows a suspected pituitary tumour measuring 14.0 x 11.5 mm.",
-            "Image 2 shows a suspected glioma measuring 40.3 x 33.8 mm.",
+            "Image 1 shows a suspected pituitary tumour measuring about 14.0 x 11.5 mm.",
+            "Image 2 shows a suspected glioma measuring about 40.3 x 33.8 mm.",
             "Positive study: one suspected pituitary tumour, one suspected glioma.",
         ),
     ),

@@ -91,6 +91,9 @@ _TUMOUR_NOUN = re.compile(
     r"nodules?|findings?)\b",
     re.IGNORECASE,
 )
+_HEDGE = re.compile(
+    r"\b(?:about|approximately|approx|around|roughly|estimated?|estimates)\b|~|\u2248", re.I
+)
 _NO_DETECTION = re.compile(r"\bno\s+detections?\b|\bnothing\s+(?:was\s+)?detected\b", re.I)
 _OTHER = re.compile(r"\b(?:other|further|additional|else|remaining|elsewhere|more)\b", re.I)
 _DANGLING = {
@@ -348,9 +351,13 @@ def _clause_problems(clause: Clause, facts: StudyFacts) -> list[str]:
         [] if clause.images or clause.kinds else list(facts.tumours)
     )
     for values, tol in zip(clause.sizes, clause.size_tolerances, strict=True):
-        if not any(_size_matches(values, tol, f) for f in tumours):
-            shown = " x ".join(f"{v:g}" for v in values)
+        shown = " x ".join(f"{v:g}" for v in values)
+        matching = [f for f in tumours if _size_matches(values, tol, f)]
+        if not matching:
             reasons.append(f"states a size ({shown} mm) that no matching detection has")
+        elif all(f.size_estimated for f in matching) and not _HEDGE.search(clause.text):
+            # No pixel spacing in the file: the size is an estimate and must read as one.
+            reasons.append(f"states an estimated size ({shown} mm) as a measurement")
     confidences = [f.confidence * 100 for f in bound or _all_findings(facts)]
     confidences.append(facts.conf_threshold * 100)
     for value, tol in clause.percents:
