@@ -5,7 +5,8 @@ same model in the same run.
 
 1. 50 varied finding sets (seeded: 1-6 images, 0-3 tumours of the three classes, negative and
    no-detection images, measured and estimated sizes) through ReportWriter with the default
-   model (Gemma 3 270M Q4_K_M, llama-cpp, all cores): report time p50/p95 (the whole writer:
+   model (Gemma 3 270M Q4_K_M, llama-cpp, all cores; --with-impression also measures the model
+   writing the IMPRESSION): report time p50/p95 (the whole writer:
    prompt, generation, verification, template fallback), the share of reports whose model text
    was accepted, and every final narrative checked again by the verifier (0 unfaithful).
 2. The adversarial set (tests/fixtures/reports/adversarial.json, hand-written bad reports):
@@ -84,8 +85,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def measure_writer(studies: list[StudyFacts], log: list[dict[str, Any]]) -> dict[str, Any]:
-    settings = Settings(report_engine="chain")
+def measure_writer(
+    studies: list[StudyFacts], log: list[dict[str, Any]], *, impression: bool = False
+) -> dict[str, Any]:
+    settings = Settings(report_engine="chain", llm_writes_impression=impression)
     engine = LlamaCppEngine(threads=0, warm_prefix=PREFIX)
     writer = ReportWriter(settings, engines=[engine])
     times: list[float] = []
@@ -255,6 +258,11 @@ def main() -> int:
     parser.add_argument("--baseline-cases", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--texts", type=Path, default=None, help="write every report text here")
+    parser.add_argument(
+        "--with-impression",
+        action="store_true",
+        help="also measure llm_writes_impression=true (the model writes the IMPRESSION too)",
+    )
     args = parser.parse_args()
 
     studies = finding_sets(args.cases)
@@ -267,6 +275,15 @@ def main() -> int:
         f"{ours['accepted_share']:.0%} (aim >= 70%); unfaithful in output: "
         f"{ours['unfaithful_in_output']}; fallbacks: {ours['fallback_reasons']}"
     )
+    variant: dict[str, Any] | None = None
+    if args.with_impression:
+        variant = measure_writer(studies, [], impression=True)
+        variant.pop("times")
+        print(
+            f"  with llm_writes_impression=true: p50 {variant['p50_s']:.3f} s, p95 "
+            f"{variant['p95_s']:.3f} s, accepted {variant['accepted']}/{variant['cases']}, "
+            f"unfaithful {variant['unfaithful_in_output']}"
+        )
     bad = adversarial()
     print(
         f"adversarial: {bad['rejected']}/{bad['texts']} rejected "
@@ -298,7 +315,8 @@ def main() -> int:
     }
     print("checks: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in checks.items()))
     ours.pop("times")
-    results = {"writer": ours, "adversarial": bad, "baseline": baseline,
+    results = {"writer": ours, "writer_with_impression": variant, "adversarial": bad,
+               "baseline": baseline,
                "speedup": round(speedup, 2), "service": memory, "checks": checks}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

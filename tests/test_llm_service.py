@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import httpx
@@ -123,7 +124,9 @@ def test_cli_analyze_writes_the_models_narrative_and_verify_report_accepts_it(tm
     assert checked.returncode == 0, checked.stdout
     assert checked.stdout.startswith("accepted (its FINDINGS and IMPRESSION sections)")
     # The same narrative with its size changed is caught.
-    wrong = body["medical_report"].replace("measuring ", "measuring 1", 1)
+    size = re.search(r"(\d+\.\d) x", body["report"]["sections"]["FINDINGS"])
+    assert size is not None
+    wrong = body["medical_report"].replace(size.group(0), f"{float(size.group(1)) + 9:.1f} x", 1)
     report.write_text(wrong)
     checked = run_cli("verify-report", "--findings", str(results), "--text", str(report))
     assert checked.returncode == 1

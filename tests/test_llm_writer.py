@@ -45,6 +45,27 @@ def test_default_model_writes_an_accepted_report_for_a_simple_case(engine):
     assert writer.status()["reports"] == {"language model": 1}
 
 
+def test_the_impression_is_the_templates_unless_the_model_is_asked_to_write_it(engine):
+    template = ReportWriter(chain_settings(), engines=[engine]).write(
+        SIMPLE, model_name="detector", mode="template"
+    )
+    by_default = ReportWriter(chain_settings(report_deadline_s=30), engines=[engine])
+    report = by_default.write(SIMPLE, model_name="detector")
+    assert report.engine.startswith("llama-cpp:")
+    assert report.sections["IMPRESSION"] == template.sections["IMPRESSION"]
+    assert report.sections["FINDINGS"] != template.sections["FINDINGS"]
+    writes_both = ReportWriter(
+        chain_settings(report_deadline_s=30, llm_writes_impression=True), engines=[engine]
+    )
+    report = writes_both.write(SIMPLE, model_name="detector")
+    assert report.engine.startswith("llama-cpp:")
+    assert report.fallback_reason is None
+    assert report.sections["IMPRESSION"] != template.sections["IMPRESSION"]
+    assert report.sections["IMPRESSION"].startswith("Positive study")
+    assert verify_text(report.sections["FINDINGS"] + "\n" + report.sections["IMPRESSION"],
+                       SIMPLE).accepted
+
+
 def test_generation_is_greedy_and_repeatable(engine):
     prompt = Prompt(PREFIX, "Facts: 1 image, 0 tumours. Result: negative.\nImage 1: no tumour.\n>",
                     ("\n",))

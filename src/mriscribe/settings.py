@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     )
     llm_max_prompt_tokens: int = Field(default=2048, ge=256, description="input truncated to")
     llm_max_new_tokens: int = Field(default=64, ge=8, le=1024, description="per answer line")
+    llm_writes_impression: bool = Field(
+        default=False,
+        description="the model writes the IMPRESSION too (else the template's, exact and "
+        "instant: about 0.35 s less a report on 2 cores)",
+    )
 
     # Service
     host: str = "127.0.0.1"

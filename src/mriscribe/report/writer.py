@@ -2,10 +2,11 @@
 model's text and any reader, with the template report as the answer whenever the model fails.
 
 The first model in the chain that loads serves; those that fail to load are skipped, their
-reasons logged and shown by /health. The model writes the FINDINGS prose and the IMPRESSION
-one sentence at a time, each an answer to one line of facts (see report/prompt.py); the other
-sections come from the template. A model that errors, passes the deadline, runs out of tokens
-or writes anything the verifier rejects yields the template report, with the reason recorded.
+reasons logged and shown by /health. The model writes the FINDINGS prose one sentence at a
+time, each an answer to one line of facts (see report/prompt.py), and the IMPRESSION too where
+``llm_writes_impression`` is set; the other sections come from the template. A model that
+errors, passes the deadline, runs out of tokens or writes anything the verifier rejects yields
+the template report, with the reason recorded.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from mriscribe.settings import Settings
 log = logging.getLogger(__name__)
 
 Mode = Literal["chain", "template"]
-# How long past the deadline the writer waits for an engine to notice it (an engine checks
-# between tokens); after that the template goes out and the engine finishes on its own.
-_GRACE_S = 0.2
+# The engine must be done this long before the report's deadline: room to verify the text and
+# assemble the report, so the report itself is back by the deadline. An engine that overruns is
+# not waited for: the template goes out at the deadline and the engine finishes on its own.
+_RESERVE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,7 @@ class ReportWriter:
         mode: Mode | None = None,
     ) -> Report:
         """The report for ``facts``: the language model's where it is accepted in time, else
-        the template's with the reason. Returns within the deadline (plus a fraction of a
-        second) whatever the engine does."""
+        the template's with the reason. Returns by the deadline whatever the engine does."""
         started = time.monotonic()
         template = template_report(facts, model_name=model_name, model_version=model_version)
         mode = mode or self.mode
@@ -154,11 +155,12 @@ class ReportWriter:
         if engine is None:
             return self._count(replace(template, fallback_reason=self._unavailable()))
         deadline = started + self.settings.report_deadline_s
+        engine_deadline = deadline - _RESERVE_S
         future: Future[dict[str, str]] = self._worker.submit(
-            self._narrative, engine, facts, deadline
+            self._narrative, engine, facts, engine_deadline, template
         )
         try:
-            narrative = future.result(timeout=max(0.0, deadline - time.monotonic()) + _GRACE_S)
+            narrative = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             future.cancel()
             reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
@@ -177,13 +179,15 @@ class ReportWriter:
         return self._count(Report(sections=merged, engine=engine.name, fallback_reason=None))
 
     def _narrative(
-        self, engine: ReportEngine, facts: StudyFacts, deadline: float
+        self, engine: ReportEngine, facts: StudyFacts, deadline: float, template: Report
     ) -> dict[str, str]:
-        """FINDINGS and IMPRESSION from the model, one answer per fact line, verified."""
+        """The model's FINDINGS (and IMPRESSION, if the settings say so), one answer per fact
+        line, verified together with whatever of the template stands beside them."""
         settings = self.settings
         header, lines = plan(facts, engine.count_tokens, settings.llm_max_prompt_tokens)
+        asked = lines if settings.llm_writes_impression else lines[:-1]
         answers: list[str] = []
-        for line in lines:
+        for line in asked:
             generation = engine.generate(
                 next_prompt(header, lines, answers),
                 deadline=deadline,
@@ -192,10 +196,12 @@ class ReportWriter:
             if generation.finish_reason == "length":
                 raise _RejectedError("the language model's text was cut off at its token limit")
             answers.append(" ".join(generation.text.split()))
-        narrative = sections(answers)
-        verdict = verify_text(
-            f"Findings: {narrative['FINDINGS']}\nImpression: {narrative['IMPRESSION']}", facts
-        )
+        if settings.llm_writes_impression:
+            narrative = sections(answers)
+        else:
+            narrative = {"FINDINGS": " ".join(answers)}
+        impression = narrative.get("IMPRESSION", template.sections["IMPRESSION"])
+        verdict = verify_text(f"Findings: {narrative['FINDINGS']}\nImpression: {impression}", facts)
         if not verdict.accepted:
             shown = "; ".join(verdict.reasons[:3])
             raise _RejectedError(f"the language model's text was rejected by the verifier: {shown}")

@@ -168,6 +168,7 @@ class LlamaCppEngine:
         produced: list[int] = []
         text = b""
         predicted = [self._greedy_rows(1)[0]]
+        step_s = 0.0  # the last step's duration: no step starts that would end past the deadline
         while True:
             # Every predicted token is the greedy choice given all before it: take them in order.
             for token in predicted:
@@ -180,9 +181,11 @@ class LlamaCppEngine:
                     return self._result(text, "stop", tokens, produced, prompt)
                 if len(produced) >= max_new_tokens:
                     return self._result(text, "length", tokens, produced, prompt)
-            if time.monotonic() > deadline:
-                raise DeadlineExceededError(f"the deadline passed after {len(produced)} tokens")
+            started = time.monotonic()
+            if started + step_s > deadline:
+                raise DeadlineExceededError(f"the deadline came after {len(produced)} tokens")
             predicted = self._step(tokens + produced)
+            step_s = time.monotonic() - started
 
     def _step(self, context: list[int]) -> list[int]:
         """Evaluate the newest token plus a draft copied from earlier in the context, and return
@@ -196,8 +199,9 @@ class LlamaCppEngine:
         draft = _lookup_draft(context, DRAFT_TOKENS)
         batch = [context[-1], *draft]
         n_past = len(context) - 1
-        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
-        llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+        if llm.n_tokens > n_past:  # never after a step, which leaves exactly the kept tokens
+            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=bool(draft))
         llm._ctx.decode(llm._batch)
         llm.input_ids[n_past : n_past + len(batch)] = batch
         choices = self._greedy_rows(len(batch))
@@ -205,7 +209,8 @@ class LlamaCppEngine:
         while accepted < len(draft) and choices[accepted] == draft[accepted]:
             accepted += 1
         llm.n_tokens = n_past + 1 + accepted
-        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)  # the rejected part of the draft
+        if accepted < len(draft):
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)  # the rejected part of the draft
         return [*draft[:accepted], choices[accepted]]
 
     def _greedy_rows(self, rows: int) -> list[int]:
