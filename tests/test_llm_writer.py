@@ -156,7 +156,7 @@ def test_a_chain_whose_first_model_cannot_load_falls_through_to_the_next(tmp_pat
         writer.close()
 
 
-def test_a_chain_where_nothing_loads_gives_the_template_with_every_reason(tmp_path):
+def test_a_chain_where_nothing_loads_gives_the_template_and_health_says_why(tmp_path):
     settings = chain_settings(
         llm_chain=[
             LanguageModel(engine="llama-cpp", model=str(tmp_path / "a.gguf")),
@@ -167,10 +167,62 @@ def test_a_chain_where_nothing_loads_gives_the_template_with_every_reason(tmp_pa
     writer.load()
     report = writer.write(SIMPLE, model_name="detector")
     assert report.engine == "template"
+    # The report says only that no model loaded: server details stay with the operators.
+    assert report.fallback_reason == (
+        "no language model could be loaded (the service's /health says why)"
+    )
+    chain = writer.status()["chain"]
+    assert chain[0]["model"] == "llama-cpp:a.gguf"  # the file, not the server's folder
+    assert chain[0]["reason"] == "a.gguf: GGUF model file not found"
+    assert chain[1]["reason"] == "the openai engine needs base_url (the server's /v1 URL)"
+
+
+class ScriptedEngine:
+    """An engine that writes given answers, one per call: wrong text on demand."""
+
+    name = "scripted"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 3
+
+    def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
+        return Generation(" " + self.answers.pop(0), "stop")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_rejected_text_never_reaches_the_reader_through_the_fallback_reason():
+    engine = ScriptedEngine(
+        "Image 1 shows a suspected glioma in the left frontal lobe measuring 31.5 x 24.0 mm."
+    )
+    writer = ReportWriter(chain_settings(), engines=[engine])
+    report = writer.write(SIMPLE, model_name="detector")
+    assert report.engine == "template"
     reason = report.fallback_reason or ""
-    assert reason.startswith("no language model could be loaded")
-    assert "a.gguf: GGUF model file not found" in reason
-    assert "the openai engine needs base_url" in reason
+    assert reason.startswith("the language model's text was rejected by the verifier: states a")
+    assert "left" not in reason and "frontal" not in reason and "('" not in reason
+    assert "left" not in report.text
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("", "wrote nothing for a line of facts"),
+        ("Image 1 shows a suspected glioma measuring 13.5 x 24.0 mm.", "left out or changed"),
+        ("A suspected glioma measuring 31.5 x 24.0 mm.", "left out or changed"),
+    ],
+)
+def test_each_answer_must_answer_its_own_line(answer, why):
+    """The verifier reads the whole text; this catches a tumour left out of the FINDINGS even
+    where the template's IMPRESSION names its class."""
+    writer = ReportWriter(chain_settings(), engines=[ScriptedEngine(answer)])
+    report = writer.write(SIMPLE, model_name="detector")
+    assert report.engine == "template"
+    assert why in (report.fallback_reason or "")
 
 
 def test_template_mode_never_touches_a_model(engine):

@@ -63,7 +63,11 @@ class LanguageModel(BaseModel):
 
     @property
     def label(self) -> str:
-        return f"{self.engine}:{self.model}"
+        """engine:model, with a file's name rather than its server folder."""
+        model = self.model
+        if "/" in model and (model.startswith(("/", ".", "~")) or model.endswith(".gguf")):
+            model = Path(model).name
+        return f"{self.engine}:{model}"
 
 
 def _default_chain() -> list[LanguageModel]:

@@ -52,9 +52,19 @@ _FEATURES = (
 _PATIENT = (
     r"\d+[- ]year[- ]old|year-old|male|female|man|woman|boy|girl|he|she|his|her|him|history|"
     r"symptoms?|symptomatic|headaches?|seizures?|complain\w*|presented|presents|presenting|"
-    r"age|aged|pregnan\w*"
+    r"age|aged|pregnan\w*|patients?|person|subject|individual|coma"
 )
-_OVERCLAIM = r"confirmed|confirms|definite|definitely|certain|certainly|diagnosed|proven|biopsy"
+_OVERCLAIM = (
+    r"confirmed|confirms|definite|definitely|certain|certainly|diagnosed|proven|biopsy|"
+    r"false\s+positives?|artefacts?|artifacts?|ignored?|disregard\w*|spurious|lethal|fatal|"
+    r"death|prognos\w*|survival|curable|incurable|ruled?\s+out|rules\s+out|discharg\w*|"
+    r"reassur\w*|no\s+further\s+action|urgent\w*|emergency"
+)
+# Counts that are not numbers, and references the facts cannot check.
+_VAGUE = (
+    r"multiple|several|numerous|many|various|few|some|countless|last|final|latter|former|"
+    r"middle|previous|next|remaining\s+images?"
+)
 _OFF_TOPIC_LINE = re.compile(
     r"^\s*(?:question|questions|answer|answers|exercise|exercises|quiz|solution|user|assistant|"
     r"human|system|ai|bot|model|q|a|instruction|instructions|input|output|response|example|"
@@ -136,6 +146,13 @@ class Verdict:
 
     accepted: bool
     reasons: tuple[str, ...]
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without what it quotes from the text (a rejected text's words and numbers must
+    not reach a reader through the fallback reason): "states a size (30 x 22 mm) that ..." ->
+    "states a size"."""
+    return re.split(r"\s*\(|\s*'|:\s*'", reason, maxsplit=1)[0].strip(" :;,")
 
 
 def fact_kind(class_name: str) -> str:
@@ -224,15 +241,29 @@ def _content(text: str, facts: StudyFacts) -> list[str]:
     result = study_result(facts)
     lowered = text.lower()
     for label, pattern in (
-        ("a location or side", _LOCATIONS),
-        ("an imaging feature", _FEATURES),
-        ("a patient detail", _PATIENT),
-        ("a certainty the detector cannot give", _OVERCLAIM),
+        ("a location or side that the findings do not contain", _LOCATIONS),
+        ("an imaging feature that the findings do not contain", _FEATURES),
+        ("a patient detail that the findings do not contain", _PATIENT),
+        ("a judgement the detector cannot give", _OVERCLAIM),
+        ("a count or reference the findings cannot check", _VAGUE),
     ):
         found = _words(pattern, text)
         if found:
             words = ", ".join(dict.fromkeys(w.lower() for w in found))
-            reasons.append(f"states {label} that the findings do not contain ({words})")
+            reasons.append(f"states {label} ({words})")
+    spelled = re.findall(
+        r"\b(?:(?:twen|thir|for|fif|six|seven|eigh|nine)ty|hundred|thousand|thirteen|fourteen|"
+        r"fifteen|sixteen|seventeen|eighteen|nineteen|half|quarter|dozen)\w*\b",
+        lowered,
+    )
+    if spelled:
+        reasons.append(f"states a number in words ({', '.join(dict.fromkeys(spelled))})")
+    known = {w for w in TUMOUR_WORDS} | {
+        word for f in facts.tumours for word in re.findall(r"[a-z]+", f.class_name.lower())
+    }
+    unknown = [w for w in re.findall(r"\b[a-z]+omas?\b", lowered) if w not in known]
+    if unknown:
+        reasons.append(f"names a tumour type the detector does not report ({unknown[0]})")
     for match in re.finditer(r"\b(?:normal|unremarkable|healthy|clear|clean)\b", lowered):
         before = re.split(r"[.:;\n]", lowered[max(0, match.start() - 30) : match.start()])[-1]
         if not re.search(r"\b(?:not|never|no)\b(?:\W+\w+){0,3}\W*$", before):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from mriscribe.report.engines import (
 from mriscribe.report.facts import StudyFacts
 from mriscribe.report.prompt import PREFIX, max_new_tokens, next_prompt, plan, sections
 from mriscribe.report.template import template_report
-from mriscribe.report.verify import verify_text
+from mriscribe.report.verify import reason_kind, verify_text
 from mriscribe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -156,13 +157,13 @@ class ReportWriter:
             return self._count(replace(template, fallback_reason=self._unavailable()))
         deadline = started + self.settings.report_deadline_s
         engine_deadline = deadline - _RESERVE_S
-        future: Future[dict[str, str]] = self._worker.submit(
-            self._narrative, engine, facts, engine_deadline, template
-        )
         try:
+            future: Future[dict[str, str]] = self._worker.submit(
+                self._narrative, engine, facts, engine_deadline, template
+            )
             narrative = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            future.cancel()
+            future.cancel()  # not started yet: it never will be
             reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
             return self._fallback(template, reason)
         except DeadlineExceededError:
@@ -195,7 +196,9 @@ class ReportWriter:
             )
             if generation.finish_reason == "length":
                 raise _RejectedError("the language model's text was cut off at its token limit")
-            answers.append(" ".join(generation.text.split()))
+            answer = " ".join(generation.text.split())
+            _check_answer(line, answer)
+            answers.append(answer)
         if settings.llm_writes_impression:
             narrative = sections(answers)
         else:
@@ -203,16 +206,17 @@ class ReportWriter:
         impression = narrative.get("IMPRESSION", template.sections["IMPRESSION"])
         verdict = verify_text(f"Findings: {narrative['FINDINGS']}\nImpression: {impression}", facts)
         if not verdict.accepted:
-            shown = "; ".join(verdict.reasons[:3])
+            # What was wrong, never the rejected words or numbers themselves.
+            shown = "; ".join(dict.fromkeys(reason_kind(r) for r in verdict.reasons[:3]))
             raise _RejectedError(f"the language model's text was rejected by the verifier: {shown}")
         return narrative
 
     def _unavailable(self) -> str:
+        """Why no model writes: short, for the report; /health lists each link's reason."""
         if self.loading:
             return "the language model is still loading"
-        failed = [f"{link.label}: {link.reason}" for link in self.links if link.reason]
-        if failed:
-            return "no language model could be loaded (" + "; ".join(failed) + ")"
+        if any(link.reason for link in self.links):
+            return "no language model could be loaded (the service's /health says why)"
         return "no language model is configured"
 
     def _fallback(self, template: Report, reason: str) -> Report:
@@ -241,6 +245,24 @@ class ReportWriter:
         }
 
 
+_TUMOUR_LINE = re.compile(r"^Image (\d+): .*?(\d+\.\d) x (\d+\.\d) mm\.$")
+
+
+def _check_answer(line: str, answer: str) -> None:
+    """Each answer must answer its own line: not empty, and for a tumour, its image and size
+    (the verifier checks the whole text, but cannot see a tumour left out of the FINDINGS when
+    the IMPRESSION names its class)."""
+    if not answer:
+        raise _RejectedError("the language model wrote nothing for a line of facts")
+    found = _TUMOUR_LINE.match(line)
+    if found is None:
+        return
+    number, width, height = found.groups()
+    mentions_image = re.search(rf"\bimage {number}\b", answer, re.IGNORECASE)
+    if not mentions_image or width not in answer or height not in answer:
+        raise _RejectedError("the language model's text left out or changed a tumour")
+
+
 class _RejectedError(GenerationError):
     """The model's text may not reach a reader (cut off, or rejected by the verifier)."""
 
@@ -257,6 +279,7 @@ def get_writer(settings: Settings) -> ReportWriter:
         settings.report_deadline_s,
         settings.llm_max_prompt_tokens,
         settings.llm_max_new_tokens,
+        settings.llm_writes_impression,
     )
     with _writers_lock:
         writer = _writers.get(key)

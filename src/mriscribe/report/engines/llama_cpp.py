@@ -102,9 +102,15 @@ class LlamaCppEngine:
                 n_batch=512,
                 verbose=False,
                 seed=0,
+                # Gemma 3's sliding-window layers keep every position, so the cache can be
+                # rolled back to the shared prefix (see _evaluate and _step).
+                swa_full=True,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise EngineLoadError(f"{path.name}: cannot be loaded by llama.cpp ({exc})") from None
+            problem = str(exc).replace(str(path), path.name)  # no server folders in messages
+            raise EngineLoadError(
+                f"{path.name}: cannot be loaded by llama.cpp ({problem})"
+            ) from None
         self._eos = self._llm.token_eos()
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._vocab = self._llm.n_vocab()

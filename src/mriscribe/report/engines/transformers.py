@@ -157,7 +157,8 @@ class TransformersEngine:
         if time.monotonic() > deadline:
             raise DeadlineExceededError(f"the deadline passed after {len(produced)} tokens")
         text = self.tokenizer.decode(produced, skip_special_tokens=True)
-        stopped = any(stop in text for stop in prompt.stop) or (len(produced) < max_new_tokens)
+        ended = len(produced) > 0 and int(produced[-1]) == self.tokenizer.eos_token_id
+        stopped = ended or len(produced) < max_new_tokens or any(s in text for s in prompt.stop)
         for stop in prompt.stop:
             text = text.split(stop, 1)[0]
         return Generation(
