@@ -2,13 +2,15 @@
 
 The prefix (an instruction line and worked examples) is the same for every request, so an
 engine evaluates it once and keeps it. The request states the facts in the order the answer
-should follow them: tumours image by image (class, confidence, size in mm), then the images
-without a tumour, with the counts spelt out as the answer should say them. A small base model
+should follow them: tumours image by image (class, size in mm, "about" when estimated), then
+the images without a tumour, then the result with the counts spelt out as the answer should
+say them. A small base model
 then only has to rephrase, which it does well; what it gets wrong the verifier catches.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from mriscribe.report.engines.base import Prompt
@@ -75,6 +77,22 @@ def _tumour_line(fact: FindingFact) -> str:
         f"Image {fact.image_number}: {kind_phrase(fact.class_name)}, "
         f"{'about ' if fact.size_estimated else ''}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm."
     )
+
+
+# A tumour's fact line as _tumour_line writes it: its image number and its size.
+_TUMOUR_LINE = re.compile(r"^Image (\d+): .*?(\d+\.\d) x (\d+\.\d) mm\.$")
+
+
+def answers_line(line: str, answer: str) -> bool:
+    """Whether ``answer`` states what its fact line does, where that can be checked line by line:
+    a tumour's image number and size. (The verifier reads the whole text, but cannot see a
+    tumour left out of the FINDINGS while the IMPRESSION names its class.)"""
+    found = _TUMOUR_LINE.match(line)
+    if found is None:
+        return True
+    number, width, height = found.groups()
+    image = re.search(rf"\bimage {number}\b", answer, re.IGNORECASE)
+    return image is not None and width in answer and height in answer
 
 
 def _images(numbers: list[int]) -> str:

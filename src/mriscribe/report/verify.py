@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mriscribe.report.claims import (
@@ -395,7 +395,7 @@ def _clause_problems(clause: Clause, facts: StudyFacts) -> list[str]:
         if not any(abs(value - c) <= tol for c in confidences):
             reasons.append(f"states a percentage ({value:g}%) that is not in the findings")
     for noun, number, comparison in clause.counts:
-        allowed = _allowed_counts(noun, clause, facts, images)
+        allowed = _allowed_counts(noun, clause, facts)
         if not any(_OPS[comparison](value, number) for value in allowed):
             reasons.append(
                 f"states a count ({comparison.strip('=') or ''}{number} "
@@ -437,9 +437,7 @@ def _size_matches(values: Sequence[float], tol: float, fact: FindingFact) -> boo
     )
 
 
-def _allowed_counts(
-    noun: str, clause: Clause, facts: StudyFacts, images: Iterable[object]
-) -> set[int]:
+def _allowed_counts(noun: str, clause: Clause, facts: StudyFacts) -> set[int]:
     tumours = facts.tumours
     on_images = [f for f in tumours if f.image_number in clause.images]
     if noun == "image":

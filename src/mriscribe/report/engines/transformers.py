@@ -115,7 +115,7 @@ class TransformersEngine:
             encoded = self._encode(prefix)
             output = self.model(**encoded, use_cache=True)
         self._prefix = prefix
-        self._prefix_length = int(encoded["input_ids"].shape[1])
+        self._prefix_ids = encoded["input_ids"][0]
         self._prefix_cache = output.past_key_values
 
     def count_tokens(self, text: str) -> int:
@@ -147,9 +147,8 @@ class TransformersEngine:
             options["stop_strings"] = list(prompt.stop)
             options["tokenizer"] = self.tokenizer
         if self._prefix_cache is not None and prompt.prefix == self._prefix:
-            shared = encoded["input_ids"][0, : self._prefix_length]
-            prefix_ids = self._encode(self._prefix)["input_ids"][0]
-            if self._torch.equal(shared, prefix_ids):
+            shared = encoded["input_ids"][0, : len(self._prefix_ids)]
+            if self._torch.equal(shared, self._prefix_ids):
                 options["past_key_values"] = copy.deepcopy(self._prefix_cache)
         with self._torch.inference_mode():
             output = self.model.generate(**encoded, **options)
