@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mriscribe.training.evaluate import average_precision, evaluate
+from mriscribe.training.evaluate import average_precision, evaluate, operating_point
 
 BOX = np.array([10.0, 10.0, 50.0, 50.0])
 
@@ -57,3 +57,28 @@ def test_second_object_matches_when_the_first_is_taken():
     truths = [[(0, BOX), (0, other)]]
     predictions = [[(0, 0.9, BOX), (0, 0.8, BOX + np.array([4, 0, 4, 0]))]]
     np.testing.assert_allclose(evaluate(predictions, truths, 1)[0, :5], 1.0)
+
+
+def test_operating_point_counts_false_and_missed_tumours_at_the_report_threshold():
+    names = ("Glioma", "Meningioma", "No Tumor", "Pituitary")
+    truths = [
+        [(2, BOX)],  # normal, boxed "No Tumor"
+        [],  # normal, no box at all (a slice below the brain)
+        [(2, BOX)],  # normal
+        [(0, BOX)],  # glioma
+        [(3, BOX)],  # pituitary
+    ]
+    predictions = [
+        [(2, 0.9, BOX), (1, 0.3, BOX)],  # a meningioma on a normal slice: false tumour
+        [(0, 0.2, BOX)],  # below the threshold: not reported
+        [(2, 0.8, BOX)],
+        [(0, 0.7, BOX + 40)],  # right class, wrong place: presence counts, not the box
+        [(1, 0.9, BOX)],  # wrong class: the pituitary tumour is missed
+    ]
+    assert operating_point(predictions, truths, names) == {
+        "normal_images": 3,
+        "false_tumour": 1,
+        "tumour_images": 2,
+        "missed_tumour": 1,
+    }
+    assert operating_point(predictions, truths, names, conf=0.1)["false_tumour"] == 2

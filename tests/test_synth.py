@@ -11,7 +11,7 @@ pytest.importorskip("nibabel", reason="the 'synth' extra is not installed")
 pytest.importorskip("scipy", reason="the 'synth' extra is not installed")
 
 from mriscribe.training.anatomy import SOURCES
-from mriscribe.training.synth import CLASS_NAMES, make_sample, write_dataset
+from mriscribe.training.synth import CLASS_NAMES, class_of, make_sample, write_dataset
 
 
 def _installed(split: str) -> bool:
@@ -31,6 +31,40 @@ def _digest(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != "dataset.yaml"
     }
+
+
+def test_classes_take_turns_unless_more_normal_slices_are_asked_for():
+    assert [class_of(0, "train", i) for i in range(8)] == list(CLASS_NAMES) * 2
+    drawn = [class_of(9, "train", i, negative_share=0.45) for i in range(2000)]
+    share = drawn.count("No Tumor") / len(drawn)
+    assert 0.41 < share < 0.49
+    tumours = [c for c in drawn if c != "No Tumor"]
+    assert {c: tumours.count(c) for c in set(tumours)}.keys() == {
+        "Glioma",
+        "Meningioma",
+        "Pituitary",
+    }
+    assert max(tumours.count(c) for c in set(tumours)) < 1.2 * min(
+        tumours.count(c) for c in set(tumours)
+    )
+    # The same seed and index always give the same class.
+    assert drawn == [class_of(9, "train", i, negative_share=0.45) for i in range(2000)]
+    assert all(class_of(1, "train", i, negative_share=1.0) == "No Tumor" for i in range(50))
+    assert "No Tumor" not in {class_of(1, "train", i, negative_share=0.0) for i in range(50)}
+
+
+@needs_anatomy
+def test_negative_share_changes_the_training_split_only(tmp_path: Path):
+    write_dataset(
+        tmp_path, {"train": 6, "val": 4}, seed=2, size=64, workers=1, negative_share=1.0
+    )
+
+    def classes(split: str) -> list[str]:
+        lines = (tmp_path / f"{split}_meta.jsonl").read_text().splitlines()
+        return [json.loads(line)["class"] for line in lines]
+
+    assert classes("train") == ["No Tumor"] * 6
+    assert classes("val") == list(CLASS_NAMES)
 
 
 @needs_anatomy

@@ -4,7 +4,9 @@
 
 Without --data, the test split (anatomy training never saw) is synthesized first into a
 temporary folder. Prints mAP50 and mAP50-95 per class (COCO-style: IoU 0.50:0.05:0.95,
-101-point interpolated precision), and exits 1 when a target is missed with --check.
+101-point interpolated precision), and exits 1 when a target is missed with --check. It also
+prints what a reader sees at the default confidence threshold (0.25): on how many normal images
+a tumour is reported, and on how many tumour images the tumour's class is not.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy as np
 from mriscribe.detection import load_detector
 from mriscribe.detection.yolo import box_iou
 from mriscribe.imaging import read_raster
+from mriscribe.report.facts import is_negative_class
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+REPORT_CONF = 0.25  # the runtime's default confidence threshold
 TARGETS = {"map50": 0.90, "map50_95": 0.65, "class_map50": 0.80}
 
 
@@ -102,6 +106,32 @@ def evaluate(
     return ap
 
 
+def operating_point(
+    predictions: list[list[tuple[int, float, np.ndarray]]],
+    truths: list[list[tuple[int, np.ndarray]]],
+    names: tuple[str, ...] | list[str],
+    conf: float = REPORT_CONF,
+) -> dict[str, int]:
+    """Image-level errors at confidence ``conf``, as a report would show them.
+
+    A normal image (no tumour in its labels) with any tumour class reported is a false tumour;
+    a tumour image where a labelled tumour's class is not reported is a missed tumour. Presence
+    of a class on an image does not depend on NMS, so predictions kept for mAP serve as they are.
+    """
+    tumour = {i for i, name in enumerate(names) if not is_negative_class(name)}
+    counts = {"normal_images": 0, "false_tumour": 0, "tumour_images": 0, "missed_tumour": 0}
+    for found, truth in zip(predictions, truths, strict=True):
+        reported = {c for c, score, _ in found if score >= conf and c in tumour}
+        expected = {c for c, _ in truth if c in tumour}
+        if expected:
+            counts["tumour_images"] += 1
+            counts["missed_tumour"] += int(not expected <= reported)
+        else:
+            counts["normal_images"] += 1
+            counts["false_tumour"] += int(bool(reported))
+    return counts
+
+
 def run(data: Path, model: Path | None) -> dict[str, object]:
     detector = load_detector(model, conf_threshold=0.001, iou_threshold=0.6)
     names = detector.info.class_names
@@ -130,6 +160,7 @@ def run(data: Path, model: Path | None) -> dict[str, object]:
         "map50": float(np.nanmean(ap[:, 0])),
         "map50_95": float(np.nanmean(ap)),
         "classes": per_class,
+        "at_report_threshold": operating_point(predictions, truths, names),
     }
 
 
@@ -158,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, scores in results["classes"].items():  # type: ignore[union-attr]
         print(f"{name:<12} {scores['map50']:7.3f} {scores['map50_95']:9.3f}")
     print(f"{'all':<12} {results['map50']:7.3f} {results['map50_95']:9.3f}")
+    point = results["at_report_threshold"]
+    print(
+        f"at confidence {REPORT_CONF}: a tumour reported on {point['false_tumour']} of "  # type: ignore[index]
+        f"{point['normal_images']} normal images; the tumour's class missed on "  # type: ignore[index]
+        f"{point['missed_tumour']} of {point['tumour_images']} tumour images"  # type: ignore[index]
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     met = (

@@ -237,14 +237,31 @@ def _init_worker(split: str) -> None:
     _ANATOMY[split] = load_split(anatomy_split)
 
 
-def make_sample(seed: int, split: str, index: int, size: int) -> Sample:
+def class_of(seed: int, split: str, index: int, negative_share: float | None = None) -> str:
+    """The class of sample ``index``: in turn, or "No Tumor" with ``negative_share`` odds.
+
+    By default the classes take turns, so every split is balanced. A training set for
+    specificity can ask for more normal slices: then each image is "No Tumor" with probability
+    ``negative_share`` and else a tumour class, still in turn.
+    """
+    if negative_share is None:
+        return CLASS_NAMES[index % len(CLASS_NAMES)]
+    if np.random.default_rng([seed, SPLITS.index(split), index, 2]).random() < negative_share:
+        return "No Tumor"
+    tumours = [name for name in CLASS_NAMES if name != "No Tumor"]
+    return tumours[index % len(tumours)]
+
+
+def make_sample(
+    seed: int, split: str, index: int, size: int, negative_share: float | None = None
+) -> Sample:
     """The sample at ``index`` of ``split``: a pure function of its arguments."""
     anatomies = _ANATOMY.get(split)
     if anatomies is None:
         _init_worker(split)
         anatomies = _ANATOMY[split]
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    label = CLASS_NAMES[index % len(CLASS_NAMES)]
+    label = class_of(seed, split, index, negative_share)
     outer_p = 0.0 if split == "test" else OUTER_NEGATIVE_P
     for _ in range(50):
         sample = render(anatomies, label, rng, size, outer_p)
@@ -253,9 +270,9 @@ def make_sample(seed: int, split: str, index: int, size: int) -> Sample:
     raise RuntimeError(f"could not place a {label} lesion for sample {index}")
 
 
-def _write(job: tuple[Path, int, str, int, int]) -> dict[str, object]:
-    out, seed, split, index, size = job
-    sample = make_sample(seed, split, index, size)
+def _write(job: tuple[Path, int, str, int, int, float | None]) -> dict[str, object]:
+    out, seed, split, index, size, negative_share = job
+    sample = make_sample(seed, split, index, size, negative_share)
     rng = np.random.default_rng([seed, SPLITS.index(split), index, 1])
     stem = f"{split}_{index:06d}"
     image = Image.fromarray(sample.image)
@@ -277,8 +294,19 @@ def _write(job: tuple[Path, int, str, int, int]) -> dict[str, object]:
     return {"file": stem, "class": CLASS_NAMES[sample.class_id], **sample.meta}
 
 
-def write_dataset(out: Path, counts: dict[str, int], seed: int, size: int, workers: int) -> Path:
-    """Write the data set under ``out``; returns the path of dataset.yaml."""
+def write_dataset(
+    out: Path,
+    counts: dict[str, int],
+    seed: int,
+    size: int,
+    workers: int,
+    negative_share: float | None = None,
+) -> Path:
+    """Write the data set under ``out``; returns the path of dataset.yaml.
+
+    ``negative_share`` applies to the training split only (see ``class_of``): validation and
+    test stay balanced, so their scores compare across data sets.
+    """
     out.mkdir(parents=True, exist_ok=True)
     for split, count in counts.items():
         for kind in ("images", "labels"):
@@ -294,7 +322,8 @@ def write_dataset(out: Path, counts: dict[str, int], seed: int, size: int, worke
             continue
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        jobs = [(out, seed, split, i, size) for i in range(count)]
+        share = negative_share if split == "train" else None
+        jobs = [(out, seed, split, i, size, share) for i in range(count)]
         if workers > 1:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(split,)) as pool:
@@ -325,14 +354,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    parser.add_argument(
+        "--negative-share",
+        type=float,
+        default=None,
+        help="share of normal ('No Tumor') training images (default: classes in turn, 0.25)",
+    )
     args = parser.parse_args(argv)
+    if args.negative_share is not None and not 0.0 <= args.negative_share <= 1.0:
+        parser.error("--negative-share must be between 0 and 1")
     counts = {
         "train": args.n,
         "val": args.n // 8 if args.n_val is None else args.n_val,
         "test": args.n // 5 if args.n_test is None else args.n_test,
     }
     try:
-        path = write_dataset(args.out, counts, args.seed, args.size, args.workers)
+        path = write_dataset(
+            args.out, counts, args.seed, args.size, args.workers, args.negative_share
+        )
     except (FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

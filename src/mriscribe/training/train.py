@@ -3,11 +3,14 @@
     python -m mriscribe.training.train --data DIR/dataset.yaml [--epochs 60] [--device cpu]
     python -m mriscribe.training.train --resume runs/mriscribe/weights/last.pt
     python -m mriscribe.training.train --data DIR/dataset.yaml --init models/mriscribe-yolov8n.pt
+    python -m mriscribe.training.train --average soup.pt runs/a/weights/{best,last}.pt
     python -m mriscribe.training.train --export runs/mriscribe/weights/best.pt
 
 Training writes checkpoints every epoch, so a run stopped at the end of a CPU session goes on
 with --resume in the next. --hours bounds a run by wall time (Ultralytics fits the schedule).
-Export writes an ONNX model with the class names and input size in its metadata.
+--average writes the mean of several checkpoints' weights (a "model soup" of one run's best and
+last epochs, say), which is then exported like any checkpoint. Export writes an ONNX model with
+the class names and input size in its metadata.
 """
 
 from __future__ import annotations
@@ -105,6 +108,36 @@ def train(args: argparse.Namespace) -> Path:
     return save_dir / "weights" / "best.pt"
 
 
+def average(weights: list[Path], out: Path) -> Path:
+    """Write a checkpoint whose weights are the mean of ``weights`` (same architecture).
+
+    The first checkpoint supplies everything else (class names, training arguments); its EMA
+    and optimizer state are dropped, as Ultralytics does for a finished run.
+    """
+    _yolo()  # the checkpoints pickle Ultralytics classes
+    import torch
+
+    if len(weights) < 2:
+        raise ValueError("--average needs at least two checkpoints")
+    checkpoints = [torch.load(path, map_location="cpu", weights_only=False) for path in weights]
+    states = [ckpt["model"].float().state_dict() for ckpt in checkpoints]
+    if any(state.keys() != states[0].keys() for state in states):
+        raise ValueError("the checkpoints do not share one architecture")
+    mean = {
+        key: sum(state[key] for state in states) / len(states)
+        if value.dtype.is_floating_point
+        else value
+        for key, value in states[0].items()
+    }
+    merged = checkpoints[0]
+    merged["model"].load_state_dict(mean)
+    merged["model"] = merged["model"].half()
+    merged.update(ema=None, optimizer=None, updates=None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(merged, out)
+    return out
+
+
 def export(weights: Path, imgsz: int, out: Path, version: str = "") -> Path:
     """Export ``weights`` to ONNX (dynamic batch, opset 17) and copy it to ``out``.
 
@@ -171,12 +204,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup-epochs", type=float, default=3.0)
     parser.add_argument("--resume", type=Path, default=None, help="a last.pt to continue")
+    parser.add_argument(
+        "--average",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar=("OUT", "WEIGHTS"),
+        help="write OUT, the mean of the WEIGHTS checkpoints",
+    )
     parser.add_argument("--export", type=Path, default=None, help="a .pt to export to ONNX")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="where the ONNX goes")
     parser.add_argument("--model-version", default="", help="the export's model_version")
     args = parser.parse_args(argv)
     if args.cache == "false":
         args.cache = False
+    if args.average:
+        if len(args.average) < 3:
+            parser.error("--average needs OUT and at least two checkpoints")
+        print(average(args.average[1:], args.average[0]))
+        return 0
     if args.export:
         print(export(args.export, args.imgsz, args.out, args.model_version))
         return 0
