@@ -65,6 +65,12 @@ class TransformersEngine:
         import transformers
 
         self._torch = torch
+        # generate() takes the key/value cache as `cache` from transformers 5.x on (the old
+        # `past_key_values` is deprecated there) and as `past_key_values` before.
+        from transformers.generation import utils as generation_utils
+
+        cache_names = getattr(generation_utils, "ALL_CACHE_NAMES", ())
+        self._cache_kwarg = "cache" if "cache" in cache_names else "past_key_values"
         source, options = _source(model)
         self.name = f"transformers:{Path(options.get('gguf_file', source)).name}"
         self.device = _pick_device(device, torch)
@@ -149,7 +155,7 @@ class TransformersEngine:
         if self._prefix_cache is not None and prompt.prefix == self._prefix:
             shared = encoded["input_ids"][0, : len(self._prefix_ids)]
             if self._torch.equal(shared, self._prefix_ids):
-                options["past_key_values"] = copy.deepcopy(self._prefix_cache)
+                options[self._cache_kwarg] = copy.deepcopy(self._prefix_cache)
         with self._torch.inference_mode():
             output = self.model.generate(**encoded, **options)
         produced = output[0, length:]
