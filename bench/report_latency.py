@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +36,7 @@ from mriscribe.report.prompt import PREFIX
 from mriscribe.report.verify import verify_text
 from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import Settings
+from service_latency import rss_mb, start_server  # bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"p50_s": 1.5, "p95_s": 3.0, "speedup": 10.0, "accepted_share": 0.70, "rss_mb": 900.0}
@@ -210,16 +208,7 @@ def measure_baseline(studies: list[StudyFacts]) -> dict[str, Any]:
 
 
 def measure_service_rss(reports: int = 20) -> dict[str, Any]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mriscribe", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "MRISCRIBE_LOG_LEVEL": "WARNING", "MRISCRIBE_REPORT_ENGINE": "chain"},
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_server("chain")
     try:
         for _ in range(600):
             try:
@@ -238,14 +227,11 @@ def measure_service_rss(reports: int = 20) -> dict[str, Any]:
                 timeout=60,
             )
             engines.add(response.json()["report"]["engine"])
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
-                  if line.startswith(("VmRSS", "VmHWM"))}
         return {
             "reports": reports,
             "engines_seen": sorted(engines),
-            "rss_mb": round(int(fields["VmRSS"]) / 1024, 1),
-            "peak_rss_mb": round(int(fields["VmHWM"]) / 1024, 1),
+            "rss_mb": round(rss_mb(process.pid), 1),
+            "peak_rss_mb": round(rss_mb(process.pid, "VmHWM"), 1),
         }
     finally:
         process.terminate()

@@ -40,20 +40,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of process ``pid`` in MB: VmRSS (now) or VmHWM (peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
+def start_server(report_engine: str = "template") -> tuple[subprocess.Popen[bytes], str]:
+    """A real `mriscribe serve` on a free localhost port, once /health answers."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mriscribe", "serve", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "MRISCRIBE_LOG_LEVEL": "WARNING", "MRISCRIBE_REPORT_ENGINE": "template"},
+        env={
+            **os.environ,
+            "MRISCRIBE_LOG_LEVEL": "WARNING",
+            "MRISCRIBE_REPORT_ENGINE": report_engine,
+        },
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -189,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, scores in results["classes"].items():  # type: ignore[union-attr]
         print(f"{name:<12} {scores['map50']:7.3f} {scores['map50_95']:9.3f}")
     print(f"{'all':<12} {results['map50']:7.3f} {results['map50_95']:9.3f}")
-    point = results["at_report_threshold"]
+    point: dict[str, int] = results["at_report_threshold"]  # type: ignore[assignment]
     print(
-        f"at confidence {REPORT_CONF}: a tumour reported on {point['false_tumour']} of "  # type: ignore[index]
-        f"{point['normal_images']} normal images; the tumour's class missed on "  # type: ignore[index]
-        f"{point['missed_tumour']} of {point['tumour_images']} tumour images"  # type: ignore[index]
+        f"at confidence {REPORT_CONF}: a tumour reported on {point['false_tumour']} of "
+        f"{point['normal_images']} normal images; the tumour's class missed on "
+        f"{point['missed_tumour']} of {point['tumour_images']} tumour images"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
