@@ -55,9 +55,7 @@ def test_classes_take_turns_unless_more_normal_slices_are_asked_for():
 
 @needs_anatomy
 def test_negative_share_changes_the_training_split_only(tmp_path: Path):
-    write_dataset(
-        tmp_path, {"train": 6, "val": 4}, seed=2, size=64, workers=1, negative_share=1.0
-    )
+    write_dataset(tmp_path, {"train": 6, "val": 4}, seed=2, size=64, workers=1, negative_share=1.0)
 
     def classes(split: str) -> list[str]:
         lines = (tmp_path / f"{split}_meta.jsonl").read_text().splitlines()
@@ -65,6 +63,37 @@ def test_negative_share_changes_the_training_split_only(tmp_path: Path):
 
     assert classes("train") == ["No Tumor"] * 6
     assert classes("val") == list(CLASS_NAMES)
+
+
+@needs_anatomy
+def test_mimics_change_the_training_split_only(tmp_path: Path):
+    counts = {"train": 8, "val": 4}
+    write_dataset(tmp_path / "plain", counts, seed=5, size=64, workers=1)
+    write_dataset(tmp_path / "mimics", counts, seed=5, size=64, workers=1, mimics=1.0)
+    plain, mimics = _digest(tmp_path / "plain"), _digest(tmp_path / "mimics")
+    assert {k: v for k, v in plain.items() if "/val/" in k or k.startswith("val")} == {
+        k: v for k, v in mimics.items() if "/val/" in k or k.startswith("val")
+    }
+    records = [json.loads(line) for line in (tmp_path / "mimics" / "train_meta.jsonl").open()]
+    assert any(r.get("mimics") for r in records)
+    assert all(r["level"] == "outer" for r in records if not r.get("mimics"))
+
+
+@needs_anatomy
+def test_mimics_leave_the_rest_of_the_image_as_it_was():
+    # Mimics draw from their own random stream: the slice, look, class and box stay the same.
+    for index in range(2, 10):
+        plain = make_sample(6, "train", index, 128)
+        mimic = make_sample(6, "train", index, 128, mimic_p=1.0)
+        if mimic.meta.get("mimics"):
+            break
+    else:
+        pytest.fail("no mimic placed in 8 images")
+    assert {k: v for k, v in mimic.meta.items() if k != "mimics"} == plain.meta
+    assert mimic.class_id == plain.class_id
+    assert not np.array_equal(mimic.image, plain.image)
+    if CLASS_NAMES[plain.class_id] != "No Tumor":  # a tumour's box is the tumour's own
+        assert mimic.box == plain.box
 
 
 @needs_anatomy

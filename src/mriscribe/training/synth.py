@@ -25,6 +25,7 @@ from scipy import ndimage
 from mriscribe.training.anatomy import Anatomy, load_split
 from mriscribe.training.contrast import MODALITIES, MODALITY_WEIGHTS, acquire, add_skull, compose
 from mriscribe.training.lesions import DIAMETER_MM, LESIONS, SliceMaps
+from mriscribe.training.mimics import add_mimics
 
 CLASS_NAMES = ("Glioma", "Meningioma", "No Tumor", "Pituitary")
 SPLITS = ("train", "val", "test")
@@ -170,11 +171,15 @@ def render(
     rng: np.random.Generator,
     size: int,
     outer_p: float = 0.0,
+    mimic_rng: np.random.Generator | None = None,
+    mimic_p: float = 0.0,
 ) -> Sample | None:
     """Render one image of ``label``; None when the drawn slice cannot hold that lesion.
 
     A "No Tumor" image cut outside the brain's thick part (``outer_p`` of them) keeps its brain
     box when the slice still shows some brain, else it has no box at all (a background image).
+    ``mimic_p`` of the images get tumour mimics (see mimics.py), drawn from their own
+    ``mimic_rng`` so that the rest of the image stays what it would be without them.
     """
     anatomy, orientation, index = _choose_slice(anatomies, label, rng, outer_p)
     first, last = _slice_range(anatomy, orientation)
@@ -205,6 +210,9 @@ def render(
             return None
         if skull_layer is not None:
             skull_layer = skull_layer * (1 - maps.lesion)
+    mimics = 0
+    if mimic_rng is not None and mimic_p > 0 and mimic_rng.random() < mimic_p and not outer:
+        mimics = add_mimics(maps, mimic_rng)
     modality = str(rng.choice(MODALITIES, p=MODALITY_WEIGHTS))
     image = compose(maps, modality, label, rng, skull_layer)
     target = maps.lesion if maps.lesion is not None else maps.brain.astype(np.float32)
@@ -229,6 +237,8 @@ def render(
         "modality": modality,
         "diameter_mm": diameter,
     }
+    if mimics:
+        meta["mimics"] = mimics
     return Sample(pixels, CLASS_NAMES.index(label), box, meta)
 
 
@@ -253,7 +263,12 @@ def class_of(seed: int, split: str, index: int, negative_share: float | None = N
 
 
 def make_sample(
-    seed: int, split: str, index: int, size: int, negative_share: float | None = None
+    seed: int,
+    split: str,
+    index: int,
+    size: int,
+    negative_share: float | None = None,
+    mimic_p: float = 0.0,
 ) -> Sample:
     """The sample at ``index`` of ``split``: a pure function of its arguments."""
     anatomies = _ANATOMY.get(split)
@@ -263,16 +278,17 @@ def make_sample(
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     label = class_of(seed, split, index, negative_share)
     outer_p = 0.0 if split == "test" else OUTER_NEGATIVE_P
+    mimic_rng = np.random.default_rng([seed, SPLITS.index(split), index, 3])
     for _ in range(50):
-        sample = render(anatomies, label, rng, size, outer_p)
+        sample = render(anatomies, label, rng, size, outer_p, mimic_rng, mimic_p)
         if sample is not None:
             return sample
     raise RuntimeError(f"could not place a {label} lesion for sample {index}")
 
 
-def _write(job: tuple[Path, int, str, int, int, float | None]) -> dict[str, object]:
-    out, seed, split, index, size, negative_share = job
-    sample = make_sample(seed, split, index, size, negative_share)
+def _write(job: tuple[Path, int, str, int, int, float | None, float]) -> dict[str, object]:
+    out, seed, split, index, size, negative_share, mimic_p = job
+    sample = make_sample(seed, split, index, size, negative_share, mimic_p)
     rng = np.random.default_rng([seed, SPLITS.index(split), index, 1])
     stem = f"{split}_{index:06d}"
     image = Image.fromarray(sample.image)
@@ -301,11 +317,13 @@ def write_dataset(
     size: int,
     workers: int,
     negative_share: float | None = None,
+    mimics: float = 0.0,
 ) -> Path:
     """Write the data set under ``out``; returns the path of dataset.yaml.
 
-    ``negative_share`` applies to the training split only (see ``class_of``): validation and
-    test stay balanced, so their scores compare across data sets.
+    ``negative_share`` (see ``class_of``) and ``mimics`` (the share of images given tumour
+    mimics, see mimics.py) apply to the training split only: validation and test stay as they
+    are, so their scores compare across data sets.
     """
     out.mkdir(parents=True, exist_ok=True)
     for split, count in counts.items():
@@ -323,7 +341,8 @@ def write_dataset(
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         share = negative_share if split == "train" else None
-        jobs = [(out, seed, split, i, size, share) for i in range(count)]
+        mimic_p = mimics if split == "train" else 0.0
+        jobs = [(out, seed, split, i, size, share, mimic_p) for i in range(count)]
         if workers > 1:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(split,)) as pool:
@@ -360,9 +379,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="share of normal ('No Tumor') training images (default: classes in turn, 0.25)",
     )
+    parser.add_argument(
+        "--mimics",
+        type=float,
+        default=0.0,
+        help="share of training images given tumour mimics: cut-off cortex, CSF spaces (0)",
+    )
     args = parser.parse_args(argv)
     if args.negative_share is not None and not 0.0 <= args.negative_share <= 1.0:
         parser.error("--negative-share must be between 0 and 1")
+    if not 0.0 <= args.mimics <= 1.0:
+        parser.error("--mimics must be between 0 and 1")
     counts = {
         "train": args.n,
         "val": args.n // 8 if args.n_val is None else args.n_val,
@@ -370,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         path = write_dataset(
-            args.out, counts, args.seed, args.size, args.workers, args.negative_share
+            args.out, counts, args.seed, args.size, args.workers, args.negative_share, args.mimics
         )
     except (FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
