@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from mriscribe.training.lesions import SliceMaps
 
-ISLAND_SHARE = 0.6  # the rest are round CSF spaces
+ISLAND_SHARE = 0.6  # the rest are CSF spaces
 RADIUS_PX = (3.0, 9.0)  # at 1 mm per pixel: 6-18 mm across, the size of our false tumours
 ASPECT = (1.0, 2.2)  # long axis over short axis
 
@@ -51,6 +51,9 @@ def _centre_at_depth(
     pixel's distance to it in units of a random irregular outline of ``radius`` px (1.0 on the
     outline), or None when the slice has no such pixel."""
     inside = ndimage.distance_transform_edt(maps.brain)
+    # The clearance is one radius, not the long radius, so an elongated mimic can reach into
+    # the 12-px margin kept round a tumour. Widening it would change the data set behind the
+    # shipped model, so it stays.
     clear = ~ndimage.binary_dilation(keep_out, iterations=int(radius) + 3) if keep_out.any() else 1
     candidates = np.argwhere((np.abs(inside - depth) < 1.0) & clear)
     if candidates.size == 0:
