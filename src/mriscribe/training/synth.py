@@ -172,13 +172,13 @@ def render(
     size: int,
     outer_p: float = 0.0,
     mimic_rng: np.random.Generator | None = None,
-    mimic_p: float = 0.0,
+    mimic_share: float = 0.0,
 ) -> Sample | None:
     """Render one image of ``label``; None when the drawn slice cannot hold that lesion.
 
     A "No Tumor" image cut outside the brain's thick part (``outer_p`` of them) keeps its brain
     box when the slice still shows some brain, else it has no box at all (a background image).
-    ``mimic_p`` of the images get tumour mimics (see mimics.py), drawn from their own
+    ``mimic_share`` of the images get tumour mimics (see mimics.py), drawn from their own
     ``mimic_rng`` so that the rest of the image stays what it would be without them.
     """
     anatomy, orientation, index = _choose_slice(anatomies, label, rng, outer_p)
@@ -211,7 +211,7 @@ def render(
         if skull_layer is not None:
             skull_layer = skull_layer * (1 - maps.lesion)
     mimics = 0
-    if mimic_rng is not None and mimic_p > 0 and mimic_rng.random() < mimic_p and not outer:
+    if mimic_rng is not None and mimic_rng.random() < mimic_share and not outer:
         mimics = add_mimics(maps, mimic_rng)
     modality = str(rng.choice(MODALITIES, p=MODALITY_WEIGHTS))
     image = compose(maps, modality, label, rng, skull_layer)
@@ -268,7 +268,7 @@ def make_sample(
     index: int,
     size: int,
     negative_share: float | None = None,
-    mimic_p: float = 0.0,
+    mimic_share: float = 0.0,
 ) -> Sample:
     """The sample at ``index`` of ``split``: a pure function of its arguments."""
     anatomies = _ANATOMY.get(split)
@@ -280,15 +280,15 @@ def make_sample(
     outer_p = 0.0 if split == "test" else OUTER_NEGATIVE_P
     mimic_rng = np.random.default_rng([seed, SPLITS.index(split), index, 3])
     for _ in range(50):
-        sample = render(anatomies, label, rng, size, outer_p, mimic_rng, mimic_p)
+        sample = render(anatomies, label, rng, size, outer_p, mimic_rng, mimic_share)
         if sample is not None:
             return sample
     raise RuntimeError(f"could not place a {label} lesion for sample {index}")
 
 
 def _write(job: tuple[Path, int, str, int, int, float | None, float]) -> dict[str, object]:
-    out, seed, split, index, size, negative_share, mimic_p = job
-    sample = make_sample(seed, split, index, size, negative_share, mimic_p)
+    out, seed, split, index, size, negative_share, mimic_share = job
+    sample = make_sample(seed, split, index, size, negative_share, mimic_share)
     rng = np.random.default_rng([seed, SPLITS.index(split), index, 1])
     stem = f"{split}_{index:06d}"
     image = Image.fromarray(sample.image)
@@ -317,11 +317,11 @@ def write_dataset(
     size: int,
     workers: int,
     negative_share: float | None = None,
-    mimics: float = 0.0,
+    mimic_share: float = 0.0,
 ) -> Path:
     """Write the data set under ``out``; returns the path of dataset.yaml.
 
-    ``negative_share`` (see ``class_of``) and ``mimics`` (the share of images given tumour
+    ``negative_share`` (see ``class_of``) and ``mimic_share`` (the share of images given tumour
     mimics, see mimics.py) apply to the training split only: validation and test stay as they
     are, so their scores compare across data sets.
     """
@@ -341,8 +341,8 @@ def write_dataset(
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         share = negative_share if split == "train" else None
-        mimic_p = mimics if split == "train" else 0.0
-        jobs = [(out, seed, split, i, size, share, mimic_p) for i in range(count)]
+        mimic = mimic_share if split == "train" else 0.0
+        jobs = [(out, seed, split, i, size, share, mimic) for i in range(count)]
         if workers > 1:
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(split,)) as pool:
