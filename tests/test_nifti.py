@@ -10,6 +10,7 @@ import pytest
 from nibabel.testing import data_path
 
 from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging import nifti
 from mriscribe.imaging.limits import Limits
 from mriscribe.imaging.nifti import decode_nifti
 
@@ -142,6 +143,23 @@ def test_scaled_float_volume_with_nan_decodes_like_the_plain_one():
         assert np.abs(ours.pixels.astype(int) - theirs.pixels.astype(int)).max() <= 1
 
 
+def test_blocks_give_the_same_slices_and_a_sample_nearly_the_same(monkeypatch):
+    data = nii(head("PLS", dtype=np.float32))
+    reference = decode(data, step=1)
+    monkeypatch.setattr(nifti, "BLOCK_VOXELS", 7)  # pieces of rows, not whole slices
+    for ours, theirs in zip(decode(data, step=1), reference, strict=True):
+        np.testing.assert_array_equal(ours.pixels, theirs.pixels)
+    # Percentiles from a strided sample (as for a large volume): the same in every stored
+    # orientation, since the sample is taken in RAS+, and close to those of every voxel.
+    monkeypatch.setattr(nifti, "SAMPLE_VOXELS", 2000)
+    sampled = decode(data, step=1)
+    canonical = decode(nii(head("RAS", dtype=np.float32)), step=1)
+    assert [s.name for s in sampled] == [s.name for s in reference]
+    for ours, theirs, full in zip(sampled, canonical, reference, strict=True):
+        np.testing.assert_array_equal(ours.pixels, theirs.pixels)
+        assert np.abs(ours.pixels.astype(int) - full.pixels.astype(int)).mean() < 2
+
+
 def test_first_volume_of_a_4d_series():
     volume = np.asarray(head().dataobj)
     series = np.stack([volume, np.zeros_like(volume), volume // 2], axis=3)
@@ -194,7 +212,7 @@ def test_gzip_bomb_is_refused_before_inflating():
     header.set_data_shape((2048, 2048, 2048))  # 16 GiB of voxels, declared
     data = gzip.compress(header.binaryblock + bytes(4) + bytes(1 << 20))
     assert len(data) < 5000
-    with pytest.raises(LimitError, match=r"holds 17,179,869,184 bytes of voxels, more than"):
+    with pytest.raises(LimitError, match=r"volume holds 17,179,869,184 bytes, more than the req"):
         decode(data, "bomb.nii.gz")
 
 

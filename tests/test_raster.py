@@ -1,5 +1,6 @@
 """Decoding PNG/JPEG bytes into slices, and every kind of bad image file."""
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -10,7 +11,7 @@ from PIL import Image
 
 from conftest import encode
 from mriscribe.errors import InputError, LimitError
-from mriscribe.imaging import decode_raster, read_raster
+from mriscribe.imaging import decode_raster, raster, read_raster
 
 GRADIENT = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
 
@@ -38,8 +39,6 @@ def test_decodes_common_modes_to_rgb(mode, fmt):
         image = Image.fromarray(GRADIENT.astype(np.uint16) * 257)
     else:
         image = grey.convert(mode)
-    import io
-
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     decoded = decode_raster(buffer.getvalue(), f"scan.{fmt.lower()}")
@@ -48,6 +47,25 @@ def test_decodes_common_modes_to_rgb(mode, fmt):
     # The gradient survives: left dark, right bright, in every mode.
     assert decoded.pixels[:, :4].mean() < 40 and decoded.pixels[:, -4:].mean() > 200
     assert decoded.meta["format"] == fmt
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "I;16"])
+def test_blocks_of_rows_give_the_same_image(monkeypatch, mode):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 4000, (48, 64), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).convert(mode)
+    data = encode(np.asarray(image)) if mode != "P" else _saved(image, "PNG")
+    whole = decode_raster(data, "a.png").pixels
+    monkeypatch.setattr(raster, "_BLOCK_PIXELS", 100)  # blocks of one row
+    np.testing.assert_array_equal(decode_raster(data, "a.png").pixels, whole)
+
+
+def _saved(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
 
 
 def test_format_is_sniffed_from_content_not_name():

@@ -1,5 +1,9 @@
 """The errors mriscribe raises on purpose, each with a message a user can act on."""
 
+from __future__ import annotations
+
+import re
+
 
 class MriscribeError(Exception):
     """Base of every error that is meant to be shown to a user as it is."""
@@ -41,3 +45,32 @@ class MissingExtraError(MriscribeError):
         super().__init__(
             f"{feature} needs the '{package}' package: pip install 'mriscribe[{extra}]'"
         )
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>|<[^<>]{0,200}>")
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.~-]+){2,}[\\/]?|~[\\/][\w./~-]*")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def library_reason(exc: BaseException, limit: int = 120) -> str:
+    """A library's exception as a short phrase that is safe to show: its first line with object
+    reprs, heap addresses, paths, URLs and quoted values taken out, else its type name.
+
+    Library messages quote what they were given (a file object, a path, a header value, a
+    server's reply); none of that may reach a user, a report or a log.
+    """
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    text = scrub(lines[0] if lines else "", limit)
+    return text if text and text != "..." else type(exc).__name__
+
+
+def scrub(text: str, limit: int = 120) -> str:
+    """``text`` without object reprs, heap addresses, paths, URLs, quoted values or unprintable
+    characters, cut to ``limit`` characters."""
+    for pattern in (_URL, _OBJECT_REPR, _ADDRESS, _PATH, _QUOTED):
+        text = pattern.sub("...", text)
+    text = re.sub(r"(?:\.\.\.[\s,:;]*){2,}", "... ", text)
+    text = "".join(ch for ch in text if ch.isprintable()).strip(" :;,")
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."

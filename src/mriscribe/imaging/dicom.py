@@ -17,8 +17,8 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from mriscribe.errors import InputError, LimitError, UnsupportedFormatError
-from mriscribe.imaging.limits import Limits
+from mriscribe.errors import InputError, UnsupportedFormatError, library_reason
+from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
 
 INSTALL_HINT = "pip install 'mriscribe[dicom]'"
@@ -27,11 +27,14 @@ CT_BRAIN_WINDOW = (40.0, 80.0)
 PERCENTILES = (0.5, 99.5)
 # No brain image has pixels this large; a larger value is a broken header, not a measurement.
 MAX_SPACING_MM = 50.0
-# A deflated dataset may inflate to at most this many times the file size limit.
-MAX_INFLATION = 4
-# Enough samples per frame for stable percentiles without copying whole large frames.
+# Deflated data are fed to zlib this much at a time, and counted at most this much at a time.
+_INFLATE_CHUNK = 1 << 20
+# Enough samples per frame for stable percentiles without copying whole large frames, and
+# (roughly: up to four times) no more than _SAMPLES_PER_STACK for all frames together.
 _SAMPLES_PER_FRAME = 262_144
+_SAMPLES_PER_STACK = 1 << 20
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_REASON_CHARACTERS = 120
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
 
 
@@ -51,19 +54,25 @@ _register_plugins()
 warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 
-def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
+def decode_dicom(
+    data: bytes, name: str, limits: Limits, *, budget: DecodeBudget | None = None
+) -> list[Slice]:
     """Decode a DICOM Part 10 file into one RGB slice per frame.
 
     Grey images go through the modality LUT (rescale) and a window (the file's own, a brain
     window for CT, else robust percentiles); colour and palette images become RGB. Patient data
-    never reaches the slices' meta or the error messages.
+    never reaches the slices' meta or the error messages. The inflated dataset of a deflated
+    file, then the pixel data its header declares, are spent from ``budget`` (default: a fresh
+    one from ``limits``) before they are inflated or decoded; frames stay in their stored type,
+    and each is turned into floats only while its RGB slice is made.
     """
-    _check_inflation(data, name, limits)
+    budget = limits.budget() if budget is None else budget
+    _take_inflated(data, name, budget)
     ds = _read(data, name)
     syntax = _transfer_syntax(ds, name)
     # Element offsets in a deflated file point into the inflated data, not the file.
     _check_complete(ds, name, None if syntax == DeflatedExplicitVRLittleEndian else len(data))
-    frames = _check_image(ds, name, limits, syntax)
+    frames = _check_image(ds, name, limits, syntax, budget)
     try:
         arrays = list(iter_pixels(ds))
     except Exception as exc:  # the decoders raise many types; none may escape unwrapped
@@ -73,9 +82,7 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
             f"or not supported by the installed codecs ({_reason(exc, ds)})",
         ) from None
     if len(arrays) != frames:
-        raise InputError(
-            name, f"the DICOM file declares {frames} frames but holds {len(arrays)}"
-        )
+        raise InputError(name, f"the DICOM file declares {frames} frames but holds {len(arrays)}")
     try:
         pixels = _to_rgb(ds, arrays, name)
         spacings = [_spacing(ds, index) for index in range(frames)]
@@ -109,8 +116,9 @@ def decode_dicom(data: bytes, name: str, limits: Limits) -> list[Slice]:
     return slices
 
 
-def _check_inflation(data: bytes, name: str, limits: Limits) -> None:
-    """Refuse a deflated dataset that would inflate past the cap, before pydicom inflates it all."""
+def _take_inflated(data: bytes, name: str, budget: DecodeBudget) -> None:
+    """Spend the inflated size of a deflated dataset, counted in chunks before pydicom inflates
+    it all, and stopping as soon as it is more than the budget has left."""
     deflated = DeflatedExplicitVRLittleEndian.encode()
     # The file meta (group 0002) is always explicit VR little endian and, by the standard,
     # starts with its group length (0002,0000) UL, which says where the deflated data begin.
@@ -121,23 +129,23 @@ def _check_inflation(data: bytes, name: str, limits: Limits) -> None:
     start = 144 + int.from_bytes(data[140:144], "little")
     if deflated not in data[132:start]:
         return
-    cap = MAX_INFLATION * limits.max_file_bytes
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    size, pending = 0, data[start:]
+    size = 0
+    view = memoryview(data)
     try:
-        while size <= cap:  # counted in chunks, so the check itself holds little memory
-            chunk = inflater.decompress(pending, 1 << 24)
-            if not chunk:
+        for offset in range(start, len(data), _INFLATE_CHUNK):
+            pending: bytes | memoryview = view[offset : offset + _INFLATE_CHUNK]
+            while size <= budget.left:
+                piece = len(inflater.decompress(pending, _INFLATE_CHUNK))
+                size += piece
+                pending = inflater.unconsumed_tail
+                if not piece and not pending:
+                    break
+            if size > budget.left or inflater.eof:
                 break
-            size += len(chunk)
-            pending = inflater.unconsumed_tail
     except zlib.error:
-        return  # pydicom reports the corrupt stream in its own words
-    if size > cap:
-        raise LimitError(
-            name,
-            f"deflated DICOM inflates to more than {cap:,} bytes (possible decompression bomb)",
-        )
+        pass  # pydicom reports the corrupt stream in its own words, inflating no more than this
+    budget.take(name, size, "the deflated DICOM dataset inflates to at least")
 
 
 def _read(data: bytes, name: str) -> Dataset:
@@ -171,22 +179,31 @@ def _check_complete(ds: Dataset, name: str, size: int | None) -> None:
 
 def _transfer_syntax(ds: Dataset, name: str) -> UID:
     syntax = ds.file_meta.get("TransferSyntaxUID")
-    if not syntax:
+    if not syntax or not isinstance(syntax, str):  # a damaged meta may give bytes or a list
         raise InputError(name, "the DICOM file meta has no transfer syntax (truncated or corrupt)")
     return UID(syntax)
 
 
-def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID) -> int:
-    """Check there is an image within the limits and a codec for it; return its frame count."""
+def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID, budget: DecodeBudget) -> int:
+    """Check there is an image within the limits and a codec for it, and spend its pixel data
+    from the budget; return its frame count."""
     if "PixelData" not in ds:
         raise InputError(name, f"DICOM file has no image (Modality {_code(ds, 'Modality') or '?'})")
     try:
         rows, columns = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
     except (AttributeError, TypeError, ValueError):
-        raise InputError(name, "the DICOM image has no valid Rows, Columns or frames") from None
+        raise InputError(
+            name, "the DICOM image has no valid Rows, Columns, frames or sample size"
+        ) from None
     if rows < 1 or columns < 1 or frames < 1:
         raise InputError(name, f"the DICOM image has an invalid size {columns}x{rows}x{frames}")
+    if samples < 1 or bits < 1:
+        raise InputError(
+            name, f"the DICOM image has an invalid sample size ({samples} of {bits} bits)"
+        )
     limits.check_pixels(name, columns, rows, frames)
     try:
         decoder = get_decoder(syntax)
@@ -199,6 +216,9 @@ def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID) -> int:
             name,
             f"decoding {syntax.name} DICOM needs codecs that are not installed: {INSTALL_HINT}",
         )
+    # Samples of 1 bit are unpacked to a byte each.
+    size = rows * columns * frames * samples * math.ceil(bits / 8)
+    budget.take(name, size, "the DICOM image decodes to")
     return frames
 
 
@@ -214,15 +234,17 @@ def _to_rgb(ds: Dataset, arrays: list[np.ndarray], name: str) -> list[np.ndarray
     if photometric == "PALETTE COLOR":
         return [_colour_to_uint8(apply_color_lut(arr, ds), 16) for arr in arrays]
 
-    values = [_modality(ds, arr, index) for index, arr in enumerate(arrays)]
-    windows = [_stored_window(ds, index) for index in range(len(values))]
+    windows = [_stored_window(ds, index) for index in range(len(arrays))]
     if any(window is None for window in windows):
-        fallback = _stack_window(values)
+        fallback = _stack_window(ds, arrays)
         windows = [window or fallback for window in windows]
     rgb = []
-    for frame, (low, high) in zip(values, windows, strict=True):
+    for index, (arr, (low, high)) in enumerate(zip(arrays, windows, strict=True)):
         scale = 255.0 / (high - low) if high > low else 0.0
-        grey = np.rint(np.clip((frame - low) * scale, 0, 255)).astype(np.uint8)
+        frame = _modality(ds, arr, index)  # floats only while this frame's slice is made
+        frame -= low
+        frame *= scale
+        grey = np.rint(np.clip(frame, 0, 255, out=frame), out=frame).astype(np.uint8)
         if photometric == "MONOCHROME1":  # stored with white as the lowest value
             grey = 255 - grey
         rgb.append(np.repeat(grey[:, :, None], 3, axis=2))
@@ -230,7 +252,7 @@ def _to_rgb(ds: Dataset, arrays: list[np.ndarray], name: str) -> list[np.ndarray
 
 
 def _modality(ds: Dataset, arr: np.ndarray, frame: int) -> np.ndarray:
-    """Stored values to modality units (e.g. Hounsfield) for one frame."""
+    """Stored values to modality units (e.g. Hounsfield) for one frame, as a new float32 array."""
     if "ModalityLUTSequence" in ds:
         return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
     # Enhanced multi-frame files keep the rescale in functional groups, which pydicom's
@@ -259,13 +281,15 @@ def _stored_window(ds: Dataset, frame: int) -> tuple[float, float] | None:
     return centre - 0.5 - (width - 1) / 2, centre - 0.5 + (width - 1) / 2
 
 
-def _stack_window(values: list[np.ndarray]) -> tuple[float, float]:
-    """One percentile window for all frames, so that frames of a stack look alike."""
+def _stack_window(ds: Dataset, arrays: list[np.ndarray]) -> tuple[float, float]:
+    """One percentile window for all frames, so that frames of a stack look alike: from a
+    strided sample of each frame's values in modality units."""
     samples = []
-    for frame in values:
-        step = max(1, math.isqrt(frame.size // _SAMPLES_PER_FRAME))
-        samples.append(frame[::step, ::step].ravel())
-    low, high = np.percentile(np.concatenate(samples), PERCENTILES)
+    per_frame = max(1, min(_SAMPLES_PER_FRAME, _SAMPLES_PER_STACK // len(arrays)))
+    for index, arr in enumerate(arrays):
+        step = max(1, math.isqrt(arr.size // per_frame))
+        samples.append(_modality(ds, arr[::step, ::step], index).ravel())
+    low, high = np.percentile(np.concatenate(samples), PERCENTILES, overwrite_input=True)
     return float(low), float(high)
 
 
@@ -333,9 +357,9 @@ def _code(ds: Dataset, keyword: str) -> str:
 
 
 def _reason(exc: Exception, ds: Dataset | None = None) -> str:
-    """A short, one-line reason, with any value of the patient module (group 0010) removed."""
-    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    text = text[:300] or type(exc).__name__
+    """A library's message as a short phrase that is safe to show (see library_reason), with
+    any value of the patient module (group 0010) taken out too."""
+    text = library_reason(exc, limit=1000)
     for tag in ds.keys() if ds is not None else ():
         if tag.group != 0x0010:
             continue
@@ -345,4 +369,4 @@ def _reason(exc: Exception, ds: Dataset | None = None) -> str:
         for part in (value, *re.split(r"[\\^=]", value)):
             if len(part.strip(" \x00")) >= 3:
                 text = text.replace(part.strip(" \x00"), "...")
-    return text
+    return text if len(text) <= _REASON_CHARACTERS else text[: _REASON_CHARACTERS - 3] + "..."

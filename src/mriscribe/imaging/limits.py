@@ -1,8 +1,8 @@
-"""Input limits: bytes per file and per request, images per request, pixels per image."""
+"""Input limits: bytes per file and per request, images, pixels, and the decoded-data budget."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mriscribe.errors import LimitError
 
@@ -17,6 +17,10 @@ class Limits:
     max_pixels: int = 40_000_000
     # Decoded pixels in one request, all images together: bounds memory (3 bytes a pixel).
     max_total_pixels: int = 50_000_000
+    # Decoded image data in one request, all files together, in the files' own sample sizes:
+    # NIfTI voxels, DICOM pixel data (and the inflated dataset of a deflated file), raster
+    # samples. Checked from each file's header before any of it is inflated or decoded.
+    max_decoded_bytes: int = 256 * 1024 * 1024
 
     def check_pixels(self, name: str, width: int, height: int, frames: int = 1) -> None:
         """Refuse an image (or each frame of a stack) larger than ``max_pixels``."""
@@ -42,3 +46,34 @@ class Limits:
             raise LimitError(
                 name, f"file is {size:,} bytes, more than the limit of {self.max_file_bytes:,}"
             )
+
+    def budget(self) -> DecodeBudget:
+        """A fresh decoded-data budget for one request."""
+        return DecodeBudget(self.max_decoded_bytes)
+
+
+@dataclass
+class DecodeBudget:
+    """The decoded-data budget of one request, spent file by file before each file is decoded.
+
+    Decoders call :meth:`take` with the size a file's header declares, before inflating or
+    decoding anything, so a few kilobytes that claim gigabytes are refused while still small.
+    """
+
+    total: int
+    spent: int = field(default=0)
+
+    @property
+    def left(self) -> int:
+        return self.total - self.spent
+
+    def take(self, name: str, size: int, what: str = "decodes to") -> None:
+        """Spend ``size`` bytes for ``name``, or raise LimitError (spending nothing)."""
+        if size > self.left:
+            left = f" ({self.left:,} left after its other files)" if self.spent else ""
+            raise LimitError(
+                name,
+                f"{what} {size:,} bytes, more than the request's limit of {self.total:,} bytes "
+                f"of decoded image data{left} (possible decompression bomb)",
+            )
+        self.spent += size

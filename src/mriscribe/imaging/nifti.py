@@ -5,19 +5,18 @@ from __future__ import annotations
 import io
 import math
 import zlib
+from collections.abc import Iterator
 
 import nibabel as nib
 import numpy as np
 from nibabel.nifti1 import Nifti1Header
 from nibabel.nifti2 import Nifti2Header
+from nibabel.orientations import apply_orientation, io_orientation
 
-from mriscribe.errors import InputError, LimitError
-from mriscribe.imaging.limits import Limits
+from mriscribe.errors import InputError, LimitError, library_reason
+from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
 
-# The first volume may hold at most this many times the file size limit in voxel bytes, so a
-# few kilobytes of gzip cannot claim gigabytes (checked from the header before inflating).
-MAX_INFLATION = 4
 PERCENTILES = (0.5, 99.5)
 # Foreground: above 10% of the robust range (1st to 99th percentile) of the volume.
 FOREGROUND_LEVEL = 0.10
@@ -28,23 +27,40 @@ MIN_COVERAGE = 0.05
 MIN_RELATIVE_COVERAGE = 0.25
 # No brain volume has voxels this large; a larger value is a broken header, not a measurement.
 MAX_SPACING_MM = 50.0
+# The percentiles are taken over every voxel of a volume up to this size (a head at 1 mm), else
+# over a strided sample of at most this size.
+SAMPLE_VOXELS = 1 << 23
+# Voxels converted to float at a time: whole slices where they fit.
+BLOCK_VOXELS = 1 << 22
 _UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
 _HEADER_BYTES = 540  # NIfTI-2; NIfTI-1 needs 348
 _SINGLE_FILE = (b"n+1\x00", b"n+2\x00")
 _PAIR = (b"ni1\x00", b"ni2\x00")
+# Gzip data is fed to zlib this much at a time, and inflated at most this much at a time.
+_CHUNK = 1 << 20
 
 
 def decode_nifti(
-    data: bytes, name: str, limits: Limits, *, step: int = 0, max_slices: int = 24
+    data: bytes,
+    name: str,
+    limits: Limits,
+    *,
+    step: int = 0,
+    max_slices: int = 24,
+    budget: DecodeBudget | None = None,
 ) -> list[Slice]:
     """Decode a NIfTI volume into axial slices through the brain, in radiological display.
 
     The volume is turned to RAS+ first; each slice shows anterior at the top and the patient's
     right on the left. ``step >= 1`` keeps every ``step``-th slice through the brain; ``step == 0``
     keeps at most ``max_slices`` evenly spaced ones. One intensity window serves the whole volume.
+    The first volume's voxels are spent from ``budget`` (default: a fresh one from ``limits``)
+    before anything is inflated; they stay in their stored type, and only a block of them at a
+    time is turned into floats.
     """
     if step < 0 or max_slices < 1:
         raise ValueError("step must be >= 0 and max_slices >= 1")
+    budget = limits.budget() if budget is None else budget
     gzipped = data[:2] == b"\x1f\x8b"
     header = _header(_gunzip(data, _HEADER_BYTES, name) if gzipped else data, name)
     shape = header.get_data_shape()
@@ -57,19 +73,23 @@ def decode_nifti(
     dtype = header.get_data_dtype()
     if dtype.kind not in "iuf":
         raise InputError(name, f"unsupported NIfTI datatype {dtype} (only real numbers)")
-    voxels = math.prod(shape[:3])
+    affine = header.get_best_affine()
+    # The turn to RAS+ as flips and a transpose of the stored axes: views, never copies.
+    orientation = io_orientation(affine)
+    axes = orientation[:, 0].astype(int)
+    canonical_shape = [0, 0, 0]
+    for axis, size in zip(axes, shape[:3], strict=True):
+        canonical_shape[axis] = int(size)
+    limits.check_pixels(name, canonical_shape[0], canonical_shape[1])
+    voxels = math.prod(canonical_shape)
+    volume_bytes = voxels * dtype.itemsize
+    # Only the first volume is spent and inflated, which also keeps long 4-D series cheap.
+    budget.take(name, volume_bytes, "the NIfTI volume holds")
     # Some writers leave vox_offset at 0 ("unset"); the voxels never overlap the header.
     offset = max(int(header.get_data_offset()), header.sizeof_hdr + 4)
-    volume_bytes = voxels * dtype.itemsize
-    cap = MAX_INFLATION * limits.max_file_bytes
-    if gzipped and volume_bytes > cap:
-        raise LimitError(
-            name,
-            f"the NIfTI volume holds {volume_bytes:,} bytes of voxels, more than the limit of "
-            f"{cap:,} (possible decompression bomb)",
-        )
-    # Only the first volume is inflated, which also keeps long 4-D series cheap.
-    raw = _gunzip(data, offset + volume_bytes, name) if gzipped else data
+    if gzipped:  # what comes before the voxels is inflated too: a hostile header puts it far
+        budget.take(name, offset, "the NIfTI header and its extensions inflate to")
+    raw: bytes | np.ndarray = _gunzip_into(data, offset + volume_bytes, name) if gzipped else data
     if len(raw) < offset + volume_bytes:
         raise InputError(
             name,
@@ -77,20 +97,23 @@ def decode_nifti(
             f"but it holds {max(0, len(raw) - offset):,}",
         )
     stored = np.frombuffer(raw, dtype=dtype, count=voxels, offset=offset)
-    volume = stored.reshape(shape[:3], order="F").astype(np.float32)
+    stored.flags.writeable = False
+    volume = apply_orientation(stored.reshape(shape[:3], order="F"), orientation)
     slope, intercept = header.get_slope_inter()
-    if slope is not None:
-        volume *= slope
-    if intercept is not None:
-        volume += intercept
+    values = _Values(volume, slope, intercept)
+    chosen, window = _through_brain(values, name, step, max_slices)
+    if len(chosen) > limits.max_images:
+        raise LimitError(
+            name,
+            f"yields {len(chosen)} images, more than the limit of {limits.max_images}; "
+            "choose a larger NIfTI slice step",
+        )
 
-    affine = header.get_best_affine()
-    canonical = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
-    volume = np.asarray(canonical.dataobj, dtype=np.float32)
-    limits.check_pixels(name, volume.shape[0], volume.shape[1])
-    chosen, window = _through_brain(volume, name, step, max_slices)
-
-    spacing = _spacing(canonical.header.get_zooms()[:3], header.get_xyzt_units()[0])
+    zooms = np.sqrt(np.sum(affine[:3, :3] ** 2, axis=0)).astype(np.float32)
+    canonical_zooms = [0.0, 0.0, 0.0]
+    for axis, zoom in zip(axes, zooms, strict=True):
+        canonical_zooms[axis] = float(zoom)
+    spacing = _spacing(canonical_zooms, header.get_xyzt_units()[0])
     meta = {
         "format": "NIfTI",
         "orientation": "".join(nib.aff2axcodes(affine)),
@@ -98,28 +121,111 @@ def decode_nifti(
     }
     if len(shape) >= 4 and shape[3] > 1:
         meta["volume"] = f"1 of {shape[3]}"
-    low, high = window
-    scale = 255.0 / (high - low) if high > low else 0.0
-    slices = []
-    for k in chosen:
-        plane = display_plane(volume, k)
-        grey = np.rint(np.clip((plane - low) * scale, 0, 255)).astype(np.uint8)
-        slices.append(
-            Slice(
-                name=f"{name} [slice {k}]",
-                pixels=np.repeat(grey[:, :, None], 3, axis=2),
-                meta={**meta, "slice_index": str(k)},
-                spacing_mm=spacing,
-                spacing_source="NIfTI header (pixdim)" if spacing else "",
-            )
+    return [
+        Slice(
+            name=f"{name} [slice {k}]",
+            pixels=values.display(k, window),
+            meta={**meta, "slice_index": str(k)},
+            spacing_mm=spacing,
+            spacing_source="NIfTI header (pixdim)" if spacing else "",
         )
-    return slices
+        for k in chosen
+    ]
 
 
 def display_plane(volume: np.ndarray, k: int) -> np.ndarray:
     """Axial slice ``k`` of a RAS+ volume as shown: anterior at the top, the patient's right on
     the left (radiological convention)."""
     return volume[:, :, k].T[::-1, ::-1]
+
+
+class _Values:
+    """A RAS+ volume of stored values, read as real values (float32) one block at a time:
+    scaled by the header's slope and intercept, non-finite values replaced by the lowest finite
+    one (:meth:`scan` finds it)."""
+
+    def __init__(self, volume: np.ndarray, slope: float | None, intercept: float | None) -> None:
+        self.volume = volume
+        self.slope = slope
+        self.intercept = intercept
+        self.fill: np.float32 | None = None
+
+    def real(self, stored: np.ndarray) -> np.ndarray:
+        """A block of stored values (a view into the volume) as real values, a new float32 array."""
+        block = stored.astype(np.float32)
+        if self.slope is not None:
+            block *= self.slope
+        if self.intercept is not None:
+            block += self.intercept
+        if self.fill is not None:
+            block[~np.isfinite(block)] = self.fill
+        return block
+
+    def scan(self, name: str) -> None:
+        """Find the lowest finite value, to stand in for the non-finite ones (if there are any)."""
+        lowest, complete = None, True
+        for index in _blocks(self.volume.shape):
+            block = self.real(self.volume[index])
+            finite = np.isfinite(block)
+            if finite.all():
+                low = block.min()
+            elif finite.any():
+                complete, low = False, block[finite].min()
+            else:
+                complete = False
+                continue
+            lowest = low if lowest is None else min(lowest, low)
+        if lowest is None:
+            raise InputError(name, "the NIfTI volume is empty (no finite voxel values)")
+        if not complete:
+            self.fill = lowest
+
+    def sample(self) -> np.ndarray:
+        """Every voxel of a small volume, else a strided sample of at most SAMPLE_VOXELS."""
+        shape = self.volume.shape
+        stride = max(1, int((math.prod(shape) / SAMPLE_VOXELS) ** (1 / 3)))
+        while math.prod(math.ceil(size / stride) for size in shape) > SAMPLE_VOXELS:
+            stride += 1
+        strided = self.volume[::stride, ::stride, ::stride]
+        sample = np.empty(strided.shape, dtype=np.float32)
+        for index in _blocks(strided.shape):
+            sample[index] = self.real(strided[index])
+        return sample.ravel()
+
+    def coverage(self, threshold: float) -> np.ndarray:
+        """The share of each axial slice above ``threshold``."""
+        nx, ny, nz = self.volume.shape
+        counts = np.zeros(nz, dtype=np.int64)
+        for index in _blocks(self.volume.shape):
+            above = self.real(self.volume[index]) > threshold
+            counts[index[2]] += np.count_nonzero(above, axis=(0, 1))
+        return counts / (nx * ny)
+
+    def display(self, k: int, window: tuple[float, float]) -> np.ndarray:
+        """Axial slice ``k`` as shown (see display_plane), windowed to RGB uint8."""
+        low, high = window
+        scale = 255.0 / (high - low) if high > low else 0.0
+        plane = self.volume[:, :, k : k + 1]
+        grey = np.empty(plane.shape, dtype=np.uint8)
+        for index in _blocks(plane.shape):
+            block = self.real(plane[index])
+            block -= low
+            block *= scale
+            grey[index] = np.rint(np.clip(block, 0, 255, out=block), out=block)
+        return np.repeat(display_plane(grey, 0)[:, :, None], 3, axis=2)
+
+
+def _blocks(shape: tuple[int, ...]) -> Iterator[tuple[slice, slice, slice]]:
+    """Indices covering a 3-D array in blocks of at most BLOCK_VOXELS: runs of whole slices
+    where a slice fits, else runs of rows, else pieces of a row."""
+    nx, ny, nz = shape
+    bx = min(nx, BLOCK_VOXELS)
+    by = min(ny, max(1, BLOCK_VOXELS // bx))
+    bz = min(nz, max(1, BLOCK_VOXELS // (bx * by)))
+    for k in range(0, nz, bz):
+        for j in range(0, ny, by):
+            for i in range(0, nx, bx):
+                yield slice(i, i + bx), slice(j, j + by), slice(k, k + bz)
 
 
 def _header(head: bytes, name: str) -> Nifti1Header | Nifti2Header:
@@ -136,31 +242,53 @@ def _header(head: bytes, name: str) -> Nifti1Header | Nifti2Header:
     try:
         return header_class.from_fileobj(io.BytesIO(head[: header_class.sizeof_hdr]))
     except Exception as exc:  # nibabel raises several types for inconsistent headers
-        raise InputError(name, f"the NIfTI header is invalid ({exc})") from None
+        raise InputError(name, f"the NIfTI header is invalid ({library_reason(exc)})") from None
 
 
 def _gunzip(data: bytes, size: int, name: str) -> bytes:
     """At most the first ``size`` inflated bytes: never more, whatever the stream holds."""
     try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, size)
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(memoryview(data)[:_CHUNK], size)
     except zlib.error as exc:
-        raise InputError(name, f"the gzip data is corrupt ({exc})") from None
+        raise InputError(name, f"the gzip data is corrupt ({library_reason(exc)})") from None
+
+
+def _gunzip_into(data: bytes, size: int, name: str) -> np.ndarray:
+    """At most the first ``size`` inflated bytes, inflated piece by piece into one buffer (so the
+    inflated data are held once, never as pieces and a joined copy)."""
+    buffer = np.empty(size, dtype=np.uint8)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    filled = 0
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), _CHUNK):
+            pending: bytes | memoryview = view[start : start + _CHUNK]
+            while filled < size:
+                piece = inflater.decompress(pending, min(_CHUNK, size - filled))
+                buffer[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                filled += len(piece)
+                pending = inflater.unconsumed_tail
+                if not piece and not pending:
+                    break
+            if filled == size or inflater.eof:
+                break
+    except zlib.error as exc:
+        raise InputError(name, f"the gzip data is corrupt ({library_reason(exc)})") from None
+    return buffer[:filled]
 
 
 def _through_brain(
-    volume: np.ndarray, name: str, step: int, max_slices: int
+    values: _Values, name: str, step: int, max_slices: int
 ) -> tuple[list[int], tuple[float, float]]:
     """The axial slice indices to show and one (low, high) intensity window for all of them."""
-    finite = np.isfinite(volume)
-    if not finite.any():
-        raise InputError(name, "the NIfTI volume is empty (no finite voxel values)")
-    if not finite.all():
-        volume[~finite] = volume[finite].min()
-    low, high = np.percentile(volume, (1, 99))
+    values.scan(name)
+    sample = values.sample()
+    # In place: the sample is reordered, not changed, and the percentiles need no copy of it.
+    low, high = np.percentile(sample, (1, 99), overwrite_input=True)
     if high <= low:
         raise InputError(name, "no brain found: the NIfTI volume is (nearly) uniform")
-    foreground = volume > low + FOREGROUND_LEVEL * (high - low)
-    coverage = foreground.mean(axis=(0, 1))
+    threshold = low + FOREGROUND_LEVEL * (high - low)
+    coverage = values.coverage(threshold)
     inside = np.flatnonzero(
         (coverage >= MIN_COVERAGE) & (coverage >= MIN_RELATIVE_COVERAGE * coverage.max())
     )
@@ -174,16 +302,19 @@ def _through_brain(
         chosen = inside
     else:
         chosen = inside[np.unique(np.linspace(0, inside.size - 1, max_slices).round().astype(int))]
-    window_low, window_high = np.percentile(volume[foreground], PERCENTILES)
+    # The sample holds foreground: at least 1% of it lies at or above the 99th percentile.
+    window_low, window_high = np.percentile(
+        sample[sample > threshold], PERCENTILES, overwrite_input=True
+    )
     return [int(k) for k in chosen], (float(window_low), float(window_high))
 
 
-def _spacing(zooms: tuple[float, ...], unit: str) -> tuple[float, float] | None:
+def _spacing(zooms: list[float], unit: str) -> tuple[float, float] | None:
     """(row, column) spacing in mm of the displayed slice, or None if the header's is unusable."""
     factor = _UNIT_TO_MM.get(unit)
     if factor is None:
         return None
-    row, column = float(zooms[1]) * factor, float(zooms[0]) * factor
+    row, column = zooms[1] * factor, zooms[0] * factor
     if all(math.isfinite(v) and 0 < v <= MAX_SPACING_MM for v in (row, column)):
         return row, column
     return None
