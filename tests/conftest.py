@@ -122,6 +122,16 @@ class LiveServer:
                 records.append(json.loads(line))
         return records
 
+    def client_records(self, client_id: str) -> list[dict]:
+        """Every log record of the requests that came with the X-Request-ID ``client_id``: logs
+        carry the server's own request id, and only a hash of the client's."""
+        import hashlib
+
+        digest = hashlib.sha256(client_id.encode()).hexdigest()[:16]
+        records = self.log_records()
+        ids = {r["request_id"] for r in records if r.get("client_request_id_sha256") == digest}
+        return [r for r in records if r["request_id"] in ids]
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -250,11 +250,13 @@ def test_logs_are_json_with_request_ids_and_no_file_names(live_server_process, h
         headers={"X-Request-ID": "trace-42"},
     )
     assert response.status_code == 200
+    assert response.headers["x-request-id"] == "trace-42"
     text = live_server_process.log_path.read_text()
-    assert "DOE_JOHN" not in text
-    records = live_server_process.log_records()
-    mine = [r for r in records if r["request_id"] == "trace-42"]
+    assert "DOE_JOHN" not in text and "trace-42" not in text
+    mine = live_server_process.client_records("trace-42")
     assert {r["msg"] for r in mine} >= {"analysed", "request"}
+    (server_id,) = {r["request_id"] for r in mine}
+    assert len(server_id) == 32
     access = next(r for r in mine if r["msg"] == "request")
     assert access["status"] == 200 and access["path"] == "/analyze-json"
 
@@ -327,7 +329,7 @@ def test_a_client_hanging_up_mid_upload_is_logged_once_without_a_traceback(live_
             + b"\0" * 100_000
         )
     for _ in range(50):  # the server notices the hang-up asynchronously
-        mine = [r for r in server.log_records() if r["request_id"] == "hangup-1"]
+        mine = server.client_records("hangup-1")
         if any(r["msg"] == "request" for r in mine):
             break
         time.sleep(0.1)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mriscribe import __version__
 from mriscribe.commands import add_commands, write_atomically
-from mriscribe.errors import MriscribeError
+from mriscribe.errors import FileProblemError, MriscribeError
 
 if TYPE_CHECKING:
     from mriscribe.detection import Detector, Finding
@@ -39,18 +39,24 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _detect_batch(detector: Detector, paths: list[Path]) -> list[dict[str, object]]:
-    """Results for ``paths`` in order: detections, or an error naming the file."""
+    """Results for ``paths`` in order: detections, or an error naming the file.
+
+    The JSON names each file by its base name, never its folders (a path can carry a patient's
+    name); errors on stderr give the path as the user typed it.
+    """
     from mriscribe.imaging import read_raster
+    from mriscribe.pipeline import safe_name
 
     results: list[dict[str, object]] = []
     slices: dict[int, Slice] = {}
     for index, path in enumerate(paths):
+        name = safe_name(path.name, index + 1)
         try:
             slices[index] = read_raster(path)
-            results.append({"filename": str(path), "detections": []})
-        except MriscribeError as exc:
+            results.append({"filename": name, "detections": []})
+        except FileProblemError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            results.append({"filename": str(path), "error": str(exc)})
+            results.append({"filename": name, "error": f"{name}: {exc.problem}"})
     if not slices:
         return results
     found: list[list[Finding] | None]
@@ -62,9 +68,10 @@ def _detect_batch(detector: Detector, paths: list[Path]) -> list[dict[str, objec
             try:
                 found.extend(detector.detect([image.pixels]))
             except Exception as exc:  # reported per file, never as a traceback
-                message = f"{image.name}: detection failed ({type(exc).__name__}: {exc})"
+                name = str(results[index]["filename"])
+                message = f"{name}: detection failed ({type(exc).__name__})"
                 print(f"error: {message}", file=sys.stderr)
-                results[index] = {"filename": image.name, "error": message}
+                results[index] = {"filename": name, "error": message}
                 found.append(None)
     for index, findings in zip(slices, found, strict=True):
         if findings is not None:
@@ -101,8 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoTracebackFormatter(logging.Formatter):
+    """Plain log lines for a terminal: a library's log record never prints a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.exc_info = record.exc_text = record.stack_info = None
+        return super().format(record)
+
+
+def _configure_cli_logging() -> None:
+    from mriscribe.service.logs import capture_native_stderr
+
+    # What codecs print straight to stderr ("Corrupt JPEG data: ...") becomes log records, left
+    # below the level shown: the user gets our own error naming the file instead.
+    capture_native_stderr(python_too=False)
+    logging.getLogger("mriscribe.native").setLevel(logging.ERROR)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NoTracebackFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # pydicom logs each decoder plugin that fails on a corrupt file, quoting header values;
+    # the user gets our own error naming the file instead.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _configure_cli_logging()
     args = build_parser().parse_args(argv)
     if getattr(args, "batch", 1) < 1:
         print(f"error: --batch must be at least 1, got {args.batch}", file=sys.stderr)
@@ -121,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the last guard: a message, never a traceback
         logging.getLogger("mriscribe").debug("unexpected failure", exc_info=True)
-        print(f"error: unexpected failure ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(f"error: unexpected failure ({type(exc).__name__})", file=sys.stderr)
         return 3
 
 

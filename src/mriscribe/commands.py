@@ -29,22 +29,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from mriscribe.service.app import create_app
+    from mriscribe.service import server
     from mriscribe.service.logs import configure_logging
 
     settings = settings_from(args)
-    configure_logging(settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    configure_logging(settings.log_level, capture_native=True)
+    server.run(settings)
     return 0
 
 

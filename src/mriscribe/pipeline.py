@@ -6,14 +6,17 @@ a route or a command. Models load once per process and are shared between thread
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding, Measurement
 from mriscribe.detection import Detector, Finding, load_detector
@@ -27,22 +30,46 @@ from mriscribe.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
-
-
 @dataclass(frozen=True)
 class InputFile:
-    """One uploaded or named file: a display name (never a path to write to) and its bytes."""
+    """One uploaded or named file: a display name (never a path to write to) and its bytes,
+    in memory or in a spooled file that is read only when this file's turn to decode comes.
+
+    The caller owns a spooled file: it stays open for the analysis and the caller closes it.
+    """
 
     name: str
-    data: bytes
+    data: bytes | BinaryIO
+    size: int = -1  # bytes; -1: len(data) for bytes, else measured from the file
+
+    @property
+    def nbytes(self) -> int:
+        if isinstance(self.data, bytes | bytearray):
+            return len(self.data)
+        if self.size >= 0:
+            return self.size
+        position = self.data.seek(0, io.SEEK_END)
+        return int(position)
+
+    def read(self, max_bytes: int) -> bytes:
+        """The bytes (at most ``max_bytes + 1``, so that an oversized file shows as such)."""
+        if isinstance(self.data, bytes):
+            return self.data
+        if isinstance(self.data, bytearray):
+            return bytes(self.data)
+        self.data.seek(0)
+        return self.data.read(max_bytes + 1)
 
 
 class InputProblemsError(MriscribeError):
-    """One or more input files cannot be analysed; each problem names its file."""
+    """One or more input files cannot be analysed; each problem names its file.
+
+    The problems are fresh copies with no traceback, so a failed request keeps nothing alive:
+    a stored exception's traceback holds the frames that held the decoded data.
+    """
 
     def __init__(self, problems: Sequence[InputError]) -> None:
-        self.problems = tuple(problems)
+        self.problems = tuple(_detached(problem) for problem in problems)
         super().__init__("; ".join(str(problem) for problem in self.problems))
 
     @property
@@ -55,11 +82,28 @@ class InputProblemsError(MriscribeError):
         return "unreadable"
 
 
+def _detached(problem: InputError, path: str | None = None) -> InputError:
+    """The same problem as a new exception: no traceback, no context, optionally renamed."""
+    return type(problem)(problem.path if path is None else path, problem.problem)
+
+
+# Characters that never belong in a shown name: controls, format characters (bidi overrides
+# such as U+202E, zero-width joiners), line and paragraph separators, surrogates, private use.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
 def safe_name(name: str | None, number: int) -> str:
-    """A display name from a client-supplied file name: no folders, no control characters."""
-    base = re.split(r"[\\/]", name or "")[-1]
-    base = _UNSAFE.sub("", base).strip().lstrip(".")[:200]
+    """A display name from a client-supplied file name: no folders, no control or bidi
+    characters (a name must read the same everywhere it is shown)."""
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", name or ""))[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch) not in _HIDDEN_CATEGORIES)
+    base = base.strip().lstrip(".")[:200]
     return base or f"image-{number}"
+
+
+def numbered_name(number: int) -> str:
+    """How a file is named where file names must not be echoed (``name_images_by_number``)."""
+    return f"file {number}"
 
 
 _detectors: dict[tuple[object, ...], Detector] = {}
@@ -85,13 +129,19 @@ def get_detector(settings: Settings) -> Detector:
 def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list[Slice]:
     """Every slice of every file, in order; all bad files reported together (InputProblemsError).
 
-    Paths are read here, one at a time. Decoding stops as soon as the request passes its image
-    count or decoded-pixel budget, so one request cannot hold more than about that in memory.
+    Files are read here one at a time (a path from disk, a spooled upload from its file), and
+    each file's decoded size is taken from the request's decoded-data budget before it is
+    decoded. Decoding stops as soon as the request passes its image count or decoded-pixel
+    budget, so one request cannot hold more than about that in memory.
+
+    Slices and errors name a file by its base name (never a folder), or by its number where
+    ``name_images_by_number`` is set; a path given on the command line is named in full in its
+    errors, which only its own user sees.
     """
     limits = settings.limits
     if not files:
         raise InputProblemsError([InputError("request", "no image files were sent")])
-    total = sum(len(f.data) for f in files if isinstance(f, InputFile))
+    total = sum(f.nbytes for f in files if isinstance(f, InputFile))
     if total > limits.max_request_bytes:
         raise InputProblemsError(
             [
@@ -102,14 +152,18 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
                 )
             ]
         )
+    budget = limits.budget()
     slices: list[Slice] = []
     problems: list[InputError] = []
     pixels = 0
-    for item in files:
-        name = item.name if isinstance(item, InputFile) else str(item)
+    for number, item in enumerate(files, start=1):
+        name, label = _names(item, number, settings.name_images_by_number)
+        problem = None
         try:
-            data = item.data if isinstance(item, InputFile) else read_input_file(
-                item, limits.max_file_bytes
+            data = (
+                read_input_file(item, limits.max_file_bytes)
+                if isinstance(item, Path)
+                else item.read(limits.max_file_bytes)
             )
             decoded = decode_file(
                 data,
@@ -117,15 +171,19 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
                 limits,
                 nifti_step=settings.nifti_step,
                 nifti_max_slices=settings.nifti_max_slices,
+                budget=budget,
             )
         except InputError as exc:
-            problems.append(exc)
-            continue
+            problem = _detached(exc, label if exc.path in (name, str(item)) else None)
         except Exception as exc:  # a decoder library failing on a malformed file
             log.warning("decoder failed", extra={"exception": type(exc).__name__})
-            problems.append(
-                InputError(name, f"cannot be decoded: the file is malformed ({type(exc).__name__})")
+            problem = InputError(
+                label, f"cannot be decoded: the file is malformed ({type(exc).__name__})"
             )
+        finally:
+            data = None  # the file's bytes go as soon as it is decoded
+        if problem is not None:
+            problems.append(problem)
             continue
         slices.extend(decoded)
         pixels += sum(s.width * s.height for s in decoded)
@@ -143,8 +201,18 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
             )
             break
     if problems:
+        slices.clear()
         raise InputProblemsError(problems)
     return slices
+
+
+def _names(item: InputFile | Path, number: int, by_number: bool) -> tuple[str, str]:
+    """(the name slices and outputs carry, the name errors give) for one input file."""
+    if by_number:
+        return numbered_name(number), numbered_name(number)
+    if isinstance(item, Path):
+        return safe_name(item.name, number), str(item)
+    return item.name, item.name
 
 
 def measure(finding: Finding, spacing: tuple[float, float], source: str, estimated: bool) -> (
@@ -169,15 +237,21 @@ def analyze(
     progress: Callable[[int, int], None] | None = None,
     writer: ReportWriter | None = None,
     report_engine: Mode | None = None,
+    deadline: float | None = None,
 ) -> Analysis:
     """Analyse one study: every input file, all its slices, one report.
 
     Raises InputProblemsError for bad inputs (naming each file) and ModelError if the model cannot
     load. ``render_images`` also draws each annotated image once (for the PDF and the page).
     ``progress(done, total)`` is called after each detection batch. ``report_engine``
-    ("chain" or "template") overrides the settings' choice for this study.
+    ("chain" or "template") overrides the settings' choice for this study. ``deadline`` (on the
+    ``time.monotonic()`` clock) is when the report must be written: the service counts it from
+    the request's arrival, so time spent queueing is part of it; default: the report deadline
+    from now.
     """
     started = time.perf_counter()
+    if deadline is None:
+        deadline = time.monotonic() + settings.report_deadline_s
     timings: dict[str, float] = {}
     detector = detector or get_detector(settings)
 
@@ -215,6 +289,7 @@ def analyze(
         model_name=detector.info.name,
         model_version=detector.info.version,
         mode=report_engine,
+        deadline=deadline,
     )
     timings["report"] = _ms_since(mark)
 

@@ -25,6 +25,8 @@ from mriscribe.errors import MriscribeError
 from mriscribe.imaging.limits import Limits
 
 MiB = 1024 * 1024
+# Working memory of one analysis besides its data: detector batches, annotation, the PDF.
+ANALYSIS_MARGIN_MB = 64.0
 
 
 class SettingsError(MriscribeError):
@@ -105,7 +107,37 @@ class Settings(BaseSettings):
     max_images: int = Field(default=200, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_total_pixels: int = Field(default=50_000_000, ge=1)
+    max_decoded_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="decoded image data one request may hold, all files together (voxels, "
+        "pixels, inflated DICOM), checked from each file's header before anything is inflated",
+    )
+    name_images_by_number: bool = Field(
+        default=False,
+        description="outputs and errors name images 'file 3', never by their file names",
+    )
+
+    # Service: admission and slow clients
     max_concurrent_analyses: int = Field(default=2, ge=1, description="service: at once")
+    max_active_requests: int = Field(
+        default=4, ge=1, description="service: request bodies being received or analysed at once"
+    )
+    admission_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="service: a request not admitted by then gets 503"
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="service: where upload bodies are spooled (default: temp dir)"
+    )
+    spool_memory_mb: float = Field(
+        default=1.0, ge=0, description="service: upload bytes a request keeps in memory"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="service: a request's headers must arrive by then"
+    )
+    idle_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="service: longest pause while a body arrives"
+    )
 
     # Report writer: "chain" (the language models below, fastest first, with the template as
     # the fallback) or "template"; unset = chain when an LLM engine is installed.
@@ -144,6 +176,27 @@ class Settings(BaseSettings):
             max_images=self.max_images,
             max_pixels=self.max_pixels,
             max_total_pixels=self.max_total_pixels,
+            max_decoded_bytes=int(self.max_decoded_mb * MiB),
+        )
+
+    def memory_bound_mb(self) -> float:
+        """The most memory (MB) the service holds above its idle size, whatever is uploaded.
+
+        Bodies beyond ``spool_memory_mb`` wait on disk, so receiving costs little; each
+        analysis in flight holds at most one file's bytes and a parsed copy of them (2 x
+        max_file_mb), the decoded data of the file being decoded (max_decoded_mb), the RGB
+        slices of its study (3 bytes a pixel, max_total_pixels) and a fixed working margin
+        (detector batches, annotation, the PDF).
+        """
+        per_analysis = (
+            2 * self.max_file_mb
+            + self.max_decoded_mb
+            + 3 * self.max_total_pixels / MiB
+            + ANALYSIS_MARGIN_MB
+        )
+        return (
+            self.max_active_requests * self.spool_memory_mb
+            + self.max_concurrent_analyses * per_analysis
         )
 
     @classmethod

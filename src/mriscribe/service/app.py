@@ -3,46 +3,51 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mriscribe import __version__
 from mriscribe.analysis import Analysis
-from mriscribe.errors import LimitError, MriscribeError
-from mriscribe.pipeline import InputFile, InputProblemsError, analyze, safe_name
+from mriscribe.pipeline import InputFile, InputProblemsError, analyze
 from mriscribe.render.pdf import render_pdf
 from mriscribe.render.results import results_json
-from mriscribe.service.middleware import RequestContextMiddleware
+from mriscribe.service.memory import release_memory
+from mriscribe.service.middleware import RequestContextMiddleware, arrival_time
 from mriscribe.service.state import ServiceState
+from mriscribe.service.upload import UploadError, UploadLimits, spooled_files
 from mriscribe.settings import Settings
 
 log = logging.getLogger("mriscribe.service")
 
-FIELD = "images"  # the prototype's multipart field name
 ReportChoice = Literal["chain", "template"]
 REPORT_CHOICE_HELP = (
     "'template' for the deterministic report only (fastest), 'chain' for the language model's "
     "text where it passes verification in time; default: the service's setting"
 )
 _STATUS = {"limit": 413, "unsupported": 415, "unreadable": 400}
+# Requests that may queue for admission, per place: the rest get 503 at once.
+_WAITING_PER_PLACE = 8
+Respond = Callable[[Analysis], Awaitable[Response]]
 
 
 def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     """The service for ``settings``. Models load in the background after start-up; until they
     are ready /health and the analysis routes answer 503 with the reason."""
     state = ServiceState(settings)
+    analyses = _AnalysisRoute(state)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +72,11 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Request-ID", "Content-Disposition"],
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.limits.max_request_bytes,
+        idle_timeout_s=settings.idle_timeout_s,
+    )
     _add_error_handlers(app)
     _add_offline_docs(app)
     page = _load_page()
@@ -96,16 +105,18 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         request: Request,
         report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
     ) -> Response:
-        analysis = await _run(request, state, render_images=True, report_engine=report_engine)
-        if isinstance(analysis, JSONResponse):
-            return analysis
-        pdf = await run_in_threadpool(render_pdf, analysis)
-        stamp = analysis.timestamp.strftime("%Y%m%dT%H%M%SZ")
-        return Response(
-            pdf,
-            media_type="application/pdf",
-            headers={"Content-Disposition": f'attachment; filename="mriscribe-report-{stamp}.pdf"'},
-        )
+        async def respond(analysis: Analysis) -> Response:
+            pdf = await run_in_threadpool(render_pdf, analysis)
+            stamp = analysis.timestamp.strftime("%Y%m%dT%H%M%SZ")
+            return Response(
+                pdf,
+                media_type="application/pdf",
+                headers={
+                    "Content-Disposition": f'attachment; filename="mriscribe-report-{stamp}.pdf"'
+                },
+            )
+
+        return await analyses(request, respond, render_images=True, report_engine=report_engine)
 
     @app.post("/analyze-json", summary="Analyse images; returns detections and the report as JSON")
     async def analyze_json(
@@ -113,95 +124,129 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         annotated: bool = Query(False, description="include each annotated image as a data URL"),
         pdf: bool = Query(False, description="include the PDF report, base64-encoded"),
         report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
-    ) -> JSONResponse:
-        analysis = await _run(
-            request, state, render_images=annotated or pdf, report_engine=report_engine
+    ) -> Response:
+        async def respond(analysis: Analysis) -> Response:
+            document = await run_in_threadpool(render_pdf, analysis) if pdf else None
+            return JSONResponse(results_json(analysis, annotated=annotated, pdf=document))
+
+        return await analyses(
+            request, respond, render_images=annotated or pdf, report_engine=report_engine
         )
-        if isinstance(analysis, JSONResponse):
-            return analysis
-        document = await run_in_threadpool(render_pdf, analysis) if pdf else None
-        return JSONResponse(results_json(analysis, annotated=annotated, pdf=document))
 
     return app
 
 
-async def _run(
-    request: Request,
-    state: ServiceState,
-    *,
-    render_images: bool,
-    report_engine: ReportChoice | None = None,
-) -> Analysis | JSONResponse:
-    """Read the upload and analyse it off the event loop; errors come back as JSON responses."""
-    if not state.ready:
-        return _error(503, state.not_ready_reason)
-    settings = state.settings
-    limits = settings.limits
-    try:
-        files = await _read_upload(request, limits.max_images, limits.max_file_bytes)
-    except ClientDisconnect:
-        log.info("client disconnected during upload")
-        return _error(400, "the upload was interrupted")
-    except MriscribeError as exc:
-        return _error(413 if isinstance(exc, LimitError) else 400, str(exc))
-    try:
-        async with state.slots:
-            analysis = await run_in_threadpool(
-                analyze,
-                files,
-                settings,
-                detector=state.detector,
-                render_images=render_images,
-                writer=state.writer,
-                report_engine=report_engine,
+class _AnalysisRoute:
+    """What /analyze and /analyze-json share: admission, the upload, the analysis, the response.
+
+    At most ``max_active_requests`` requests are past admission at once, from before their body
+    is read until their response is ready; a few more wait up to ``admission_timeout_s``, the
+    rest get 503 with Retry-After. Inside, ``state.slots`` bounds the analyses themselves.
+    """
+
+    def __init__(self, state: ServiceState) -> None:
+        settings = state.settings
+        self.state = state
+        self.uploads = UploadLimits.from_settings(settings)
+        self.places = anyio.Semaphore(settings.max_active_requests)
+        self.max_waiting = settings.max_active_requests * _WAITING_PER_PLACE
+        self.retry_after_s = max(1, math.ceil(settings.admission_timeout_s))
+
+    async def __call__(
+        self,
+        request: Request,
+        respond: Respond,
+        *,
+        render_images: bool,
+        report_engine: ReportChoice | None,
+    ) -> Response:
+        if not self.state.ready:
+            return _error(503, self.state.not_ready_reason)
+        if not await self._admit():
+            return _error(
+                503,
+                "the service is busy: too many uploads at once; try again shortly",
+                headers={"Retry-After": str(self.retry_after_s)},
             )
-    except InputProblemsError as exc:
-        log.info("input rejected", extra={"files": len(files), "kind": exc.kind})
-        return _error(_STATUS[exc.kind], str(exc))
-    log.info(
-        "analysed",
-        extra={
-            "files": len(files),
-            "images": analysis.facts.image_count,
-            "detections": sum(len(i.findings) for i in analysis.images),
-            "timings_ms": analysis.timings_ms,
-        },
-    )
-    return analysis
+        try:
+            return await self._answer(request, respond, render_images, report_engine)
+        finally:
+            self.places.release()
+            release_memory()  # the study's data is gone with _answer's frame: give it back
 
+    async def _answer(
+        self,
+        request: Request,
+        respond: Respond,
+        render_images: bool,
+        report_engine: ReportChoice | None,
+    ) -> Response:
+        analysis = await self._receive_and_analyse(request, render_images, report_engine)
+        if isinstance(analysis, Response):
+            return analysis
+        return await respond(analysis)
 
-async def _read_upload(request: Request, max_images: int, max_file_bytes: int) -> list[InputFile]:
-    content_type = request.headers.get("content-type", "").lower()
-    if not content_type.startswith("multipart/form-data"):
-        raise MriscribeError(f"send the images as multipart/form-data in the field '{FIELD}'")
-    try:
-        form = await request.form(max_files=max_images + 1, max_fields=100)
-    except StarletteHTTPException as exc:  # starlette's own limits and malformed bodies
-        if "Too many files" in str(exc.detail):
-            raise LimitError("request", f"more than the limit of {max_images} files") from None
-        raise MriscribeError(f"the upload could not be read: {exc.detail}") from None
-    try:
-        uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
-        if not uploads:
-            raise MriscribeError(f"no image files were sent in the multipart field '{FIELD}'")
-        if len(uploads) > max_images:
-            raise LimitError("request", f"more than the limit of {max_images} files")
-        files: list[InputFile] = []
-        for number, upload in enumerate(uploads, start=1):
-            name = safe_name(upload.filename, number)
-            if upload.size is not None and upload.size > max_file_bytes:
-                raise LimitError(
-                    name,
-                    f"file is {upload.size:,} bytes, more than the limit of {max_file_bytes:,}",
+    async def _admit(self) -> bool:
+        if self.places.statistics().tasks_waiting >= self.max_waiting:
+            return False
+        with anyio.move_on_after(self.state.settings.admission_timeout_s):
+            await self.places.acquire()
+            return True
+        return False
+
+    async def _receive_and_analyse(
+        self, request: Request, render_images: bool, report_engine: ReportChoice | None
+    ) -> Analysis | JSONResponse:
+        """The upload, spooled, then analysed off the event loop; errors as JSON responses."""
+        settings = self.state.settings
+        # Time spent queueing and uploading counts against the report's deadline.
+        deadline = arrival_time(request.scope) + settings.report_deadline_s
+        try:
+            async with spooled_files(request, self.uploads) as files:
+                return await self._analyse(files, deadline, render_images, report_engine)
+        except ClientDisconnect:
+            log.info("client disconnected during upload")
+            return _error(400, "the upload was interrupted")
+        except UploadError as exc:
+            return _error(exc.status, str(exc))
+
+    async def _analyse(
+        self,
+        files: list[InputFile],
+        deadline: float,
+        render_images: bool,
+        report_engine: ReportChoice | None,
+    ) -> Analysis | JSONResponse:
+        state = self.state
+        try:
+            async with state.slots:
+                analysis = await run_in_threadpool(
+                    analyze,
+                    files,
+                    state.settings,
+                    detector=state.detector,
+                    render_images=render_images,
+                    writer=state.writer,
+                    report_engine=report_engine,
+                    deadline=deadline,
                 )
-            files.append(InputFile(name, await upload.read()))
-        return files
-    finally:
-        await form.close()  # spooled uploads go away now, whatever happened
+        except InputProblemsError as exc:
+            log.info("input rejected", extra={"files": len(files), "kind": exc.kind})
+            return _error(_STATUS[exc.kind], str(exc))
+        log.info(
+            "analysed",
+            extra={
+                "files": len(files),
+                "images": analysis.facts.image_count,
+                "detections": sum(len(i.findings) for i in analysis.images),
+                "timings_ms": analysis.timings_ms,
+            },
+        )
+        return analysis
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -10,9 +10,14 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
+import threading
 import traceback
 from datetime import UTC, datetime
+from typing import TextIO
+
+from mriscribe.errors import scrub
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -56,9 +61,15 @@ def code_frames(exc: BaseException) -> str:
     return "\n-- raised while handling --\n".join(reversed(parts))
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send mriscribe's and uvicorn's logs to stderr as JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", *, capture_native: bool = False) -> None:
+    """Send mriscribe's and uvicorn's logs to stderr as JSON lines.
+
+    ``capture_native`` also turns whatever C libraries (codecs, llama.cpp) and stray Python
+    code write straight to the stderr file descriptor into JSON lines, so that every line of
+    the service's log is JSON.
+    """
+    stream = capture_native_stderr() if capture_native else sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -71,7 +82,51 @@ def configure_logging(level: str = "INFO") -> None:
     # each PDF (which reveal file names): keep only their errors and warnings.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.WARNING)
+    # HTTP clients (the openai engine's) log each request with the server's URL.
+    for name in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The multipart parser's warnings on a malformed body quote bytes of the body.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     # Library warnings (numpy, nibabel) become log records: JSON like the rest, not raw text.
     logging.captureWarnings(True)
     # We write our own access line (with the request id), so uvicorn's is off.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+_native_stream: TextIO | None = None
+
+
+def capture_native_stderr(*, python_too: bool = True) -> TextIO:
+    """Put a pipe on file descriptor 2 and log each line that arrives there (logger
+    ``mriscribe.native``, WARNING); return a stream on the original stderr. Idempotent.
+
+    ``python_too``: Python's own ``sys.stderr`` (tracebacks of dying threads, stray prints) goes
+    through the pipe as well; else it stays on the original stderr (a command line's messages).
+    """
+    global _native_stream
+    if _native_stream is None:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        _native_stream = os.fdopen(original, "w", buffering=1, encoding="utf-8", errors="replace")
+        threading.Thread(
+            target=_forward_native, args=(read_end,), name="native-stderr", daemon=True
+        ).start()
+    sys.stderr = (
+        os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        if python_too
+        else _native_stream
+    )
+    return _native_stream
+
+
+def _forward_native(read_end: int) -> None:
+    native = logging.getLogger("mriscribe.native")
+    with os.fdopen(read_end, "rb") as pipe:
+        for raw in pipe:
+            text = scrub(raw.decode("utf-8", "replace").strip(), 300)
+            if text:
+                # What a library printed, with paths, addresses and quoted values taken out.
+                native.warning("native library output", extra={"text": text})

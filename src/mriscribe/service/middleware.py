@@ -1,13 +1,18 @@
-"""ASGI middleware: a request id and an access log line per request, and the request size cap."""
+"""ASGI middleware: request ids, arrival times, the body's size cap and idle timeout, and one
+access log line per request."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
 
 from mriscribe.service.logs import request_id
 
@@ -19,99 +24,169 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mriscribe.access")
 
+# A client's X-Request-ID is echoed only in this form; it may still hold a name, so logs carry
+# the server's own id and a short hash of the client's.
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_ARRIVAL = "mriscribe_arrival"
+
 
 class BodyTooLargeError(Exception):
     """The request body passed the configured limit while it was being received."""
 
 
-class RequestContextMiddleware:
-    """Gives each request an id (the client's X-Request-ID if sane, else a new one), echoes it
-    in the response, refuses bodies over ``max_body_bytes`` with 413 (by Content-Length up front,
-    and by counting while receiving), and logs one line per request."""
+class BodyIdleError(Exception):
+    """The client paused longer than the idle timeout while sending the request body."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, slack_bytes: int = 1024 * 1024) -> None:
+
+def arrival_time(scope: Scope) -> float:
+    """When the middleware first saw the request, on the ``time.monotonic()`` clock."""
+    return float(scope.get("state", {}).get(_ARRIVAL, time.monotonic()))
+
+
+class RequestContextMiddleware:
+    """Gives each request the server's own id (logged) and echoes the client's X-Request-ID if
+    it is in a safe form, else the server's; records the arrival time; refuses bodies over
+    ``max_body_bytes`` with 413 (by Content-Length up front, and by counting while receiving)
+    and bodies that pause for more than ``idle_timeout_s`` with 408; logs one line a request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        idle_timeout_s: float = 30.0,
+        slack_bytes: int = 1024 * 1024,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # Multipart framing adds a little to the files' own bytes; the pipeline checks those.
+        self.idle_timeout_s = idle_timeout_s
+        # Multipart framing adds a little to the files' own bytes; the upload checks those.
         self.slack_bytes = slack_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        status = {"code": 500, "started": False}
-        limit = self.max_body_bytes + self.slack_bytes
-        received = 0
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLargeError
-            return message
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                status["started"] = True
-                message.setdefault("headers", [])
-                message["headers"].append((b"x-request-id", rid.encode("latin-1")))
-            await send(message)
-
+        exchange = _Exchange(
+            scope,
+            receive,
+            send,
+            max_bytes=self.max_body_bytes + self.slack_bytes,
+            idle_timeout_s=self.idle_timeout_s,
+        )
+        token = request_id.set(exchange.server_id)
         try:
-            length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
-                return
-            try:
-                await self.app(scope, counted_receive, send_with_id)
-            except BodyTooLargeError:
-                if not status["started"]:
-                    await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
-            except Exception:  # the last guard: logged here, with this request's id
-                log.exception("unexpected failure")
-                if not status["started"]:
-                    await _send_error(
-                        send_with_id,
-                        500,
-                        f"internal error: logged with request id {rid}",
-                    )
+            await self._serve(exchange)
         finally:
-            log.info(
-                "request",
-                extra={
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
-                    "status": status["code"],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "request_bytes": received,
-                },
-            )
+            exchange.log_access()
             request_id.reset(token)
+
+    async def _serve(self, exchange: _Exchange) -> None:
+        if exchange.declared_length() > exchange.max_bytes:
+            await exchange.fail(413, _too_large(self.max_body_bytes))
+            return
+        try:
+            await self.app(exchange.scope, exchange.receive, exchange.send)
+        except BodyTooLargeError:
+            await exchange.fail(413, _too_large(self.max_body_bytes))
+        except BodyIdleError:
+            await exchange.fail(
+                408, f"the request body paused for more than {self.idle_timeout_s:g} s"
+            )
+        except Exception:  # the last guard: logged here, with this request's id
+            log.exception("unexpected failure")
+            await exchange.fail(500, f"internal error: logged with request id {exchange.server_id}")
+
+
+class _Exchange:
+    """One request on its way through: its ids, the body received so far, the response status."""
+
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, *, max_bytes: int, idle_timeout_s: float
+    ) -> None:
+        scope.setdefault("state", {})[_ARRIVAL] = time.monotonic()
+        self.scope = scope
+        self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.headers = dict(scope.get("headers") or [])
+        self.server_id = uuid.uuid4().hex
+        self.client_id = _client_id(self.headers.get(b"x-request-id", b""))
+        self.started = time.perf_counter()
+        self.status = 500
+        self.responding = False
+        self.received = 0
+        self.body_done = False
+        self._receive = receive
+        self._send = send
+
+    def declared_length(self) -> int:
+        length = self.headers.get(b"content-length", b"")
+        return int(length) if length.isdigit() else 0
+
+    async def receive(self) -> Message:
+        """The next message; BodyIdleError if the body pauses too long, BodyTooLargeError once
+        it passes the cap."""
+        if self.body_done:
+            return await self._receive()
+        with anyio.move_on_after(self.idle_timeout_s):
+            message = await self._receive()
+            self._count(message)
+            return message
+        raise BodyIdleError
+
+    def _count(self, message: Message) -> None:
+        if message["type"] != "http.request":  # the client went away
+            self.body_done = True
+            return
+        self.received += len(message.get("body", b""))
+        self.body_done = not message.get("more_body", False)
+        if self.received > self.max_bytes:
+            raise BodyTooLargeError
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.responding = True
+            echoed = (self.client_id or self.server_id).encode("ascii")
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", echoed)]
+        await self._send(message)
+
+    async def fail(self, status: int, error: str) -> None:
+        """Answer with a JSON error and close the connection, unless a response has begun."""
+        if self.responding:
+            return
+        body = json.dumps({"error": error}).encode()
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body})
+
+    def log_access(self) -> None:
+        extra: dict[str, object] = {
+            "method": self.scope.get("method"),
+            "path": self.scope.get("path"),
+            "status": self.status,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "request_bytes": self.received,
+        }
+        if self.client_id:
+            digest = hashlib.sha256(self.client_id.encode("ascii")).hexdigest()
+            extra["client_request_id_sha256"] = digest[:16]
+        log.info("request", extra=extra)
+
+
+def _client_id(header: bytes) -> str | None:
+    """The client's request id if it is in the safe form, else None (a new id is used)."""
+    value = header.decode("latin-1")
+    return value if SAFE_REQUEST_ID.fullmatch(value) else None
 
 
 def _too_large(limit: int) -> str:
     return f"request is larger than the limit of {limit:,} bytes"
-
-
-async def _send_error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -87,7 +87,8 @@ def serialised(
         return generate()
     except GenerationError:
         raise
-    except Exception as exc:  # model libraries raise assorted exception types
-        raise GenerationError(f"{library} failed ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # model libraries raise assorted exception types; their messages
+        # quote paths and values, so only the type goes on
+        raise GenerationError(f"{library} failed ({type(exc).__name__})") from None
     finally:
         lock.release()

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mriscribe.errors import library_reason
 from mriscribe.report.engines.base import (
     DeadlineExceededError,
     EngineLoadError,
@@ -108,9 +109,8 @@ class LlamaCppEngine:
                 swa_full=True,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            problem = str(exc).replace(str(path), path.name)  # no server folders in messages
             raise EngineLoadError(
-                f"{path.name}: cannot be loaded by llama.cpp ({problem})"
+                f"{path.name}: cannot be loaded by llama.cpp ({library_reason(exc)})"
             ) from None
         self._is_eog = llama_cpp.llama_vocab_is_eog  # end of sequence or turn, EOS included
         self._vocab = self._llm.n_vocab()

@@ -50,19 +50,17 @@ class OpenAIEngine:
         )
         self._closed = threading.Event()
         if check:
-            self._check(base_url)
+            self._check()
 
-    def _check(self, base_url: str) -> None:
+    def _check(self) -> None:
         """Fail at load, not at the first report, when the server or model is not there."""
         try:
             models = self._client.models.list(timeout=_CONNECT_CHECK_S)
         except self._openai.APIError as exc:
-            raise EngineLoadError(f"{base_url}: the server did not answer ({exc})") from None
+            raise EngineLoadError(f"the server {_failure(exc)}") from None
         names = [m.id for m in models.data]
         if names and self.model not in names and len(names) > 1:
-            raise EngineLoadError(
-                f"{base_url}: the server has no model '{self.model}' ({', '.join(names)})"
-            )
+            raise EngineLoadError(f"the server has no model '{self.model}'")
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 3 + 1
@@ -95,7 +93,7 @@ class OpenAIEngine:
         except openai.APITimeoutError:
             raise DeadlineExceededError("the server did not answer before the deadline") from None
         except openai.APIError as exc:
-            raise GenerationError(f"the server failed ({type(exc).__name__}: {exc})") from None
+            raise GenerationError(f"the server {_failure(exc)}") from None
         usage = reply.usage
         return Generation(
             text=text,
@@ -106,6 +104,17 @@ class OpenAIEngine:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong with the server, in our words: its reply's body, its address and the
+    client's message (which repeat what the server said) never reach a report or a log."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return f"answered with an error (HTTP {status})"
+    if "Connection" in type(exc).__name__:
+        return "could not be reached"
+    return f"failed ({type(exc).__name__})"
 
 
 def load(spec: LanguageModel, *, warm_prefix: str = "") -> OpenAIEngine:
@@ -121,5 +130,5 @@ def load(spec: LanguageModel, *, warm_prefix: str = "") -> OpenAIEngine:
                 Prompt(warm_prefix, "", ("\n",)), deadline=time.monotonic() + 30, max_new_tokens=1
             )
         except GenerationError as exc:
-            raise EngineLoadError(f"{spec.base_url}: a first request failed ({exc})") from None
+            raise EngineLoadError(f"a first request failed ({exc})") from None
     return engine

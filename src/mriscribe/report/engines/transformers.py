@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mriscribe.errors import library_reason
 from mriscribe.report.engines.base import (
     DeadlineExceededError,
     EngineLoadError,
@@ -82,9 +83,13 @@ class TransformersEngine:
             self.model = self._load_model(transformers, source, options, torch_dtype, gpu)
         except OSError as exc:
             hint = "" if allow_download else " (not in the local cache; downloads are off)"
-            raise EngineLoadError(f"{Path(source).name}: cannot be loaded{hint}: {exc}") from None
+            raise EngineLoadError(
+                f"{Path(source).name}: cannot be loaded{hint} ({library_reason(exc)})"
+            ) from None
         except (ValueError, ImportError, RuntimeError) as exc:
-            raise EngineLoadError(f"{Path(source).name}: cannot be loaded ({exc})") from None
+            raise EngineLoadError(
+                f"{Path(source).name}: cannot be loaded ({library_reason(exc)})"
+            ) from None
         self.model.eval()
         self._lock = threading.Lock()
         self._prefix = ""
