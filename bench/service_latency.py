@@ -48,17 +48,22 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
-def start_server(report_engine: str = "template") -> tuple[subprocess.Popen[bytes], str]:
-    """A real `mriscribe serve` on a free localhost port, once /health answers."""
+def start_server(
+    report_engine: str = "template", *, env: dict[str, str] | None = None, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `mriscribe serve` on a free localhost port, once /health answers; its log goes
+    to ``log`` (at INFO) if given, else nowhere (at WARNING)."""
     port = free_port()
+    output = log.open("wb") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "mriscribe", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         env={
             **os.environ,
-            "MRISCRIBE_LOG_LEVEL": "WARNING",
+            "MRISCRIBE_LOG_LEVEL": "INFO" if log is not None else "WARNING",
             "MRISCRIBE_REPORT_ENGINE": report_engine,
+            **(env or {}),
         },
     )
     url = f"http://127.0.0.1:{port}"
