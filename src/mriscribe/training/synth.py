@@ -40,6 +40,23 @@ _ANATOMY: dict[str, list[Anatomy]] = {}
 
 
 @dataclass(frozen=True)
+class Look:
+    """How ``render`` draws an image's appearance; the defaults are the generator's own mix."""
+
+    modalities: tuple[str, ...] = MODALITIES
+    weights: tuple[float, ...] = MODALITY_WEIGHTS  # odds of each modality, summing to 1
+    strip_p: float | None = None  # skull-stripped look's odds; None: 0.25 with skull, 0.35 without
+    pixel_mm: float | None = None  # output pixel size (+-15 %); None: the head fills the frame
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(self.modalities) or not np.isclose(sum(self.weights), 1.0):
+            raise ValueError("a Look needs one weight per modality, summing to 1")
+
+
+DEFAULT_LOOK = Look()
+
+
+@dataclass(frozen=True)
 class Sample:
     """One rendered image with its label."""
 
@@ -149,13 +166,24 @@ def _choose_slice(
 
 
 def _geometry(
-    shape: tuple[int, int], head: np.ndarray, size: int, rng: np.random.Generator
+    shape: tuple[int, int],
+    head: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    pixel_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Affine (matrix, offset) mapping output pixels to slice pixels: zoom, rotate, shift, flip."""
+    """Affine (matrix, offset) mapping output pixels to slice pixels: zoom, rotate, shift, flip.
+
+    By default the head fills 74-100 % of the frame; with ``pixel_mm`` an output pixel is that
+    many millimetres (+-15 %), as on a scanner's fixed field of view.
+    """
     rows, cols = np.nonzero(head)
     centre = np.array([(rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2])
     extent = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
-    scale = extent * rng.uniform(1.0, 1.35) / size  # slice pixels per output pixel
+    zoom = rng.uniform(1.0, 1.35)
+    scale = extent * zoom / size  # slice pixels per output pixel
+    if pixel_mm is not None:
+        scale = pixel_mm * zoom / 1.175  # slice pixels are 1 mm
     angle = np.deg2rad(rng.uniform(-15, 15))
     flip = -1.0 if rng.random() < 0.5 else 1.0
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -173,6 +201,7 @@ def render(
     outer_p: float = 0.0,
     mimic_rng: np.random.Generator | None = None,
     mimic_share: float = 0.0,
+    look: Look = DEFAULT_LOOK,
 ) -> Sample | None:
     """Render one image of ``label``; None when the drawn slice cannot hold that lesion.
 
@@ -180,6 +209,9 @@ def render(
     box when the slice still shows some brain, else it has no box at all (a background image).
     ``mimic_share`` of the images get tumour mimics (see mimics.py), drawn from their own
     ``mimic_rng`` so that the rest of the image stays what it would be without them.
+    ``look`` narrows the modalities, the skull-stripped odds or the pixel size (realdata.py
+    renders normal heads like real contrast-enhanced scans with it); the default draws exactly
+    what the generator always drew.
     """
     anatomy, orientation, index = _choose_slice(anatomies, label, rng, outer_p)
     first, last = _slice_range(anatomy, orientation)
@@ -194,9 +226,9 @@ def render(
         return None
     skull_layer = None
     if anatomy.has_skull:
-        if rng.random() < 0.25:
+        if rng.random() < (0.25 if look.strip_p is None else look.strip_p):
             maps.head = maps.brain.copy()  # skull-stripped look
-    elif rng.random() < 0.65:
+    elif rng.random() < (0.65 if look.strip_p is None else 1.0 - look.strip_p):
         skull_layer = add_skull(maps, rng)
     else:
         maps.head = maps.brain.copy()
@@ -213,11 +245,12 @@ def render(
     mimics = 0
     if mimic_rng is not None and mimic_rng.random() < mimic_share and not outer:
         mimics = add_mimics(maps, mimic_rng)
-    modality = str(rng.choice(MODALITIES, p=MODALITY_WEIGHTS))
+    modality = str(rng.choice(look.modalities, p=look.weights))
     image = compose(maps, modality, label, rng, skull_layer)
     target = maps.lesion if maps.lesion is not None else maps.brain.astype(np.float32)
 
-    matrix, offset = _geometry(image.shape, maps.head | (target > 0.5), size, rng)
+    head = maps.head | (target > 0.5)
+    matrix, offset = _geometry(image.shape, head, size, rng, look.pixel_mm)
     warped = ndimage.affine_transform(image, matrix, offset, output_shape=(size, size), order=1)
     mask = ndimage.affine_transform(target, matrix, offset, output_shape=(size, size), order=1)
     rows, cols = np.nonzero(mask > 0.5)
