@@ -39,7 +39,14 @@ import httpx
 # bench/ is on the path when run as a script
 from hostile_files import deflated_dicom, noise_nifti, zero_nifti_gz
 from mriscribe.settings import Settings
-from service_latency import IMAGE, percentile, rss_mb, start_server
+from service_latency import (
+    IMAGE,
+    percentile,
+    report,
+    rss_mb,
+    start_server,
+    wait_for_language_model,
+)
 
 BASE_ENV = {"MRISCRIBE_HEADER_TIMEOUT_S": "5"}
 
@@ -190,13 +197,7 @@ def raw_request(host: str, port: int, request: bytes) -> tuple[int, bytes]:
 def deadline_under_load(clients: int = 8, rounds: int = 6) -> dict[str, Any]:
     process, url, log = start_logged("chain")
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]["llm"]:
-                    break
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
+        wait_for_language_model(url)
         images = sorted((IMAGE.parent).glob("*.png"))
         times: list[float] = []
         engines: dict[str, int] = {}
@@ -296,13 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             load["p95_s"] <= deadline + 0.3
         )
         checks["every log line is JSON (model run)"] = load["log_lines_not_json"] == 0
-    for key, value in results.items():
-        print(f"{key:36s} {value:10.2f}" if isinstance(value, float) else f"{key:36s} {value}")
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "checks": checks}, indent=2))
-    return 0 if all(checks.values()) else 1
+    return report(results, checks, args.json, 36)
 
 
 if __name__ == "__main__":

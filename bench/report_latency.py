@@ -36,7 +36,9 @@ from mriscribe.report.prompt import PREFIX
 from mriscribe.report.verify import verify_text
 from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import Settings
-from service_latency import rss_mb, start_server  # bench/ is on the path when run as a script
+
+# bench/ is on the path when run as a script
+from service_latency import rss_mb, start_server, wait_for_language_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"p50_s": 1.5, "p95_s": 3.0, "speedup": 10.0, "accepted_share": 0.70, "rss_mb": 900.0}
@@ -210,13 +212,7 @@ def measure_baseline(studies: list[StudyFacts]) -> dict[str, Any]:
 def measure_service_rss(reports: int = 20) -> dict[str, Any]:
     process, url = start_server("chain")
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]["llm"]:
-                    break
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
+        wait_for_language_model(url)
         images = sorted((ROOT / "tests/fixtures/heldout").glob("*.png"))
         engines = set()
         for number in range(reports):

@@ -78,6 +78,29 @@ def start_server(
     raise SystemExit("server did not start")
 
 
+def wait_for_language_model(url: str, attempts: int = 600) -> None:
+    """Until the server's /health says its language model is loaded (or the attempts run out)."""
+    for _ in range(attempts):
+        try:
+            if httpx.get(f"{url}/health", timeout=2).json()["models_loaded"]["llm"]:
+                return
+        except (httpx.TransportError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+
+
+def report(results: dict[str, Any], checks: dict[str, bool], out: Path | None, width: int) -> int:
+    """Print the figures and the checks (and write them to ``out`` as JSON); 0 if all pass."""
+    for key, value in results.items():
+        name = key.ljust(width)
+        print(f"{name} {value:10.2f}" if isinstance(value, float) else f"{name} {value}")
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    if out:
+        out.write_text(json.dumps({"results": results, "checks": checks}, indent=2))
+    return 0 if all(checks.values()) else 1
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
@@ -263,13 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "RSS flat (< 5% growth from 20% to 100% of the load)": rss_growth
         < 0.05 * load["rss_end_mb"],
     }
-    for key, value in results.items():
-        print(f"{key:34s} {value:10.2f}" if isinstance(value, float) else f"{key:34s} {value}")
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}  {name}")
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "checks": checks}, indent=2))
-    return 0 if all(checks.values()) else 1
+    return report(results, checks, args.json, 34)
 
 
 if __name__ == "__main__":

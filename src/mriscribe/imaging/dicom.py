@@ -18,6 +18,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, ite
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from mriscribe.errors import InputError, UnsupportedFormatError, library_reason
+from mriscribe.imaging.inflate import inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
 
@@ -28,7 +29,6 @@ PERCENTILES = (0.5, 99.5)
 # No brain image has pixels this large; a larger value is a broken header, not a measurement.
 MAX_SPACING_MM = 50.0
 # Deflated data are fed to zlib this much at a time, and counted at most this much at a time.
-_INFLATE_CHUNK = 1 << 20
 # Enough samples per frame for stable percentiles without copying whole large frames, and
 # (roughly: up to four times) no more than _SAMPLES_PER_STACK for all frames together.
 _SAMPLES_PER_FRAME = 262_144
@@ -131,18 +131,9 @@ def _take_inflated(data: bytes, name: str, budget: DecodeBudget) -> None:
         return
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     size = 0
-    view = memoryview(data)
     try:
-        for offset in range(start, len(data), _INFLATE_CHUNK):
-            pending: bytes | memoryview = view[offset : offset + _INFLATE_CHUNK]
-            while size <= budget.left:
-                piece = len(inflater.decompress(pending, _INFLATE_CHUNK))
-                size += piece
-                pending = inflater.unconsumed_tail
-                if not piece and not pending:
-                    break
-            if size > budget.left or inflater.eof:
-                break
+        for piece in inflate(inflater, [memoryview(data)[start:]], budget.left + 1):
+            size += len(piece)
     except zlib.error:
         pass  # pydicom reports the corrupt stream in its own words, inflating no more than this
     budget.take(name, size, "the deflated DICOM dataset inflates to at least")

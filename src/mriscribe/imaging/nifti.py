@@ -14,6 +14,7 @@ from nibabel.nifti2 import Nifti2Header
 from nibabel.orientations import apply_orientation, io_orientation
 
 from mriscribe.errors import InputError, LimitError, library_reason
+from mriscribe.imaging.inflate import CHUNK, inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
 
@@ -37,7 +38,6 @@ _HEADER_BYTES = 540  # NIfTI-2; NIfTI-1 needs 348
 _SINGLE_FILE = (b"n+1\x00", b"n+2\x00")
 _PAIR = (b"ni1\x00", b"ni2\x00")
 # Gzip data is fed to zlib this much at a time, and inflated at most this much at a time.
-_CHUNK = 1 << 20
 
 
 def decode_nifti(
@@ -248,7 +248,7 @@ def _header(head: bytes, name: str) -> Nifti1Header | Nifti2Header:
 def _gunzip(data: bytes, size: int, name: str) -> bytes:
     """At most the first ``size`` inflated bytes: never more, whatever the stream holds."""
     try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(memoryview(data)[:_CHUNK], size)
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(memoryview(data)[:CHUNK], size)
     except zlib.error as exc:
         raise InputError(name, f"the gzip data is corrupt ({library_reason(exc)})") from None
 
@@ -259,19 +259,10 @@ def _gunzip_into(data: bytes, size: int, name: str) -> np.ndarray:
     buffer = np.empty(size, dtype=np.uint8)
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     filled = 0
-    view = memoryview(data)
     try:
-        for start in range(0, len(data), _CHUNK):
-            pending: bytes | memoryview = view[start : start + _CHUNK]
-            while filled < size:
-                piece = inflater.decompress(pending, min(_CHUNK, size - filled))
-                buffer[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-                filled += len(piece)
-                pending = inflater.unconsumed_tail
-                if not piece and not pending:
-                    break
-            if filled == size or inflater.eof:
-                break
+        for piece in inflate(inflater, [memoryview(data)], size):
+            buffer[filled : filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            filled += len(piece)
     except zlib.error as exc:
         raise InputError(name, f"the gzip data is corrupt ({library_reason(exc)})") from None
     return buffer[:filled]

@@ -17,6 +17,7 @@ from PIL import ExifTags, Image, ImageMode, UnidentifiedImageError
 
 from mriscribe.errors import InputError, LimitError, library_reason
 from mriscribe.imaging.files import read_input_file
+from mriscribe.imaging.inflate import inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
 from mriscribe.imaging.sniff import sniff
@@ -50,9 +51,6 @@ _ADAM7 = (
     (1, 0, 2, 2),
     (0, 1, 1, 2),
 )
-# Zlib data are fed this much at a time, and inflated at most this much at a time.
-_CHUNK = 1 << 20
-
 # A marker after a JPEG scan: fill bytes, then a code that is neither stuffing (00) nor a restart.
 _JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff+[\x01-\xcf\xd8-\xfe]")
 _JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
@@ -223,17 +221,11 @@ class _Png:
         that end early and ignores data that run on. Inflated in chunks, counted, dropped."""
         inflater = zlib.decompressobj()
         view = memoryview(data)
+        spans = (view[start:end] for start, end in self.idat)
         size = 0
         try:
-            for start, end in self.idat:
-                for offset in range(start, end, _CHUNK):
-                    pending: bytes | memoryview = view[offset : min(end, offset + _CHUNK)]
-                    while size <= self.data_bytes:
-                        piece = len(inflater.decompress(pending, _CHUNK))
-                        size += piece
-                        pending = inflater.unconsumed_tail
-                        if not piece and not pending:
-                            break
+            for piece in inflate(inflater, spans, self.data_bytes + 1):
+                size += len(piece)
         except zlib.error:
             raise InputError(
                 name, "the PNG data is corrupt (its image data do not inflate)"

@@ -174,18 +174,6 @@ class _AnalysisRoute:
             self.places.release()
             release_memory()  # the study's data is gone with _answer's frame: give it back
 
-    async def _answer(
-        self,
-        request: Request,
-        respond: Respond,
-        render_images: bool,
-        report_engine: ReportChoice | None,
-    ) -> Response:
-        analysis = await self._receive_and_analyse(request, render_images, report_engine)
-        if isinstance(analysis, Response):
-            return analysis
-        return await respond(analysis)
-
     async def _admit(self) -> bool:
         if self.places.statistics().tasks_waiting >= self.max_waiting:
             return False
@@ -194,21 +182,29 @@ class _AnalysisRoute:
             return True
         return False
 
-    async def _receive_and_analyse(
-        self, request: Request, render_images: bool, report_engine: ReportChoice | None
-    ) -> Analysis | JSONResponse:
-        """The upload, spooled, then analysed off the event loop; errors as JSON responses."""
+    async def _answer(
+        self,
+        request: Request,
+        respond: Respond,
+        render_images: bool,
+        report_engine: ReportChoice | None,
+    ) -> Response:
+        """The upload, spooled, then analysed off the event loop and answered; errors as JSON.
+        The spool files are closed before the answer is rendered."""
         settings = self.state.settings
         # Time spent queueing and uploading counts against the report's deadline.
         deadline = arrival_time(request.scope) + settings.report_deadline_s
         try:
             async with spooled_files(request, self.uploads) as files:
-                return await self._analyse(files, deadline, render_images, report_engine)
+                analysis = await self._analyse(files, deadline, render_images, report_engine)
         except ClientDisconnect:
             log.info("client disconnected during upload")
             return _error(400, "the upload was interrupted")
         except UploadError as exc:
             return _error(exc.status, str(exc))
+        if isinstance(analysis, Response):
+            return analysis
+        return await respond(analysis)
 
     async def _analyse(
         self,
