@@ -122,15 +122,10 @@ class LiveServer:
                 records.append(json.loads(line))
         return records
 
-    def client_records(self, client_id: str) -> list[dict]:
-        """Every log record of the requests that came with the X-Request-ID ``client_id``: logs
-        carry the server's own request id, and only a hash of the client's."""
-        import hashlib
-
-        digest = hashlib.sha256(client_id.encode()).hexdigest()[:16]
-        records = self.log_records()
-        ids = {r["request_id"] for r in records if r.get("client_request_id_sha256") == digest}
-        return [r for r in records if r["request_id"] in ids]
+    def records_of(self, server_id: str) -> list[dict]:
+        """Every log record of one request, by the server's id for it (its response's
+        X-Server-Request-ID): logs never carry the client's X-Request-ID."""
+        return [r for r in self.log_records() if r["request_id"] == server_id]
 
     def stop(self) -> None:
         self.process.terminate()

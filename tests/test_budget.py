@@ -58,6 +58,13 @@ def nifti_header(shape: tuple[int, ...], dtype: type = np.int16) -> bytes:
     return header.binaryblock + bytes(4)
 
 
+def small_head() -> bytes:
+    """A 40x30x20 NIfTI volume with a box of "brain" through 16 of its axial slices."""
+    volume = np.zeros((40, 30, 20), np.int16)
+    volume[5:35, 5:25, 2:18] = 500
+    return nifti_header((40, 30, 20)) + volume.tobytes(order="F")
+
+
 def dicom_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -92,6 +99,31 @@ def deflated_dicom(rows: int, columns: int, pixel_bytes: int) -> bytes:
     file_meta = DicomBytesIO()
     write_file_meta_info(file_meta, meta, enforce_standard=True)
     return bytes(128) + b"DICM" + file_meta.getvalue() + deflated
+
+
+# File meta edits pydicom reads past: where the deflated data begin is where its reader stops.
+META_EDITS = ("zero group length", "short group length", "no group length", "command set")
+
+
+def with_file_meta(data: bytes, edit: str) -> bytes:
+    """A deflated file ``data`` (with a right file meta group length) edited: its group length
+    (0002,0000) 0 or 20 bytes short; missing, with the transfer syntax UID pushed past byte
+    1024; or a command set (group 0000) between the file meta and the deflated data."""
+    start = 144 + int.from_bytes(data[140:144], "little")
+    head, rest = data[:start], data[start:]
+    if edit in ("zero group length", "short group length"):
+        length = 0 if edit == "zero group length" else start - 144 - 20
+        return head[:140] + struct.pack("<I", length) + head[144:] + rest
+    if edit == "command set":  # (0000,0000) CommandGroupLength, implicit VR: tag, length, value
+        return head + struct.pack("<HHII", 0, 0, 4, 0) + rest
+    meta = pydicom.dcmread(io.BytesIO(head)).file_meta
+    del meta.FileMetaInformationGroupLength
+    meta.FileMetaInformationVersion = bytes(1000)
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta, enforce_standard=False)
+    edited = head[:132] + buffer.getvalue()
+    assert DeflatedExplicitVRLittleEndian.encode() not in edited[:1024]
+    return edited + rest
 
 
 def png_with_header(data: bytes, width: int, height: int) -> bytes:
@@ -189,6 +221,23 @@ def test_deflated_dicom_is_counted_while_inflating_and_stops_at_the_budget():
     assert budget.spent == inflated + decoded.width * decoded.height * 1  # 8-bit pixels
 
 
+@pytest.mark.parametrize("edit", META_EDITS)
+def test_deflated_dicom_is_counted_from_where_pydicom_inflates_whatever_its_meta_says(edit):
+    bomb = with_file_meta(deflated_dicom(64, 64, 2 * MIB), edit)
+    with pytest.raises(
+        LimitError,
+        match=rf"^bomb\.dcm: the deflated DICOM dataset inflates to at least [\d,]+ bytes, "
+        rf"{BUDGET} 1,048,576 ",
+    ):
+        decode_file(bomb, "bomb.dcm", Limits(max_decoded_bytes=MIB))
+    # A real deflated file so edited still decodes, and spends exactly its inflated dataset.
+    data = Path(get_testdata_file("image_dfl.dcm", download=False)).read_bytes()
+    inflated = len(zlib.decompress(data[144 + int.from_bytes(data[140:144], "little") :], -15))
+    budget = Limits().budget()
+    (decoded,) = decode_file(with_file_meta(data, edit), "dfl.dcm", Limits(), budget=budget)
+    assert budget.spent == inflated + decoded.width * decoded.height
+
+
 def test_sixteen_bit_png_is_spent_from_its_header_before_decoding():
     data = encode(GRADIENT.astype(np.uint16) * 257)
     assert decode_file(data, "g.png", Limits(max_decoded_bytes=64 * 48 * 2))[0].width == 64
@@ -216,21 +265,76 @@ def test_the_budget_belongs_to_the_request_not_to_each_file():
         decode_file(mr_small(), "one.dcm", limits)
 
 
+def test_each_decoder_spends_the_pixels_of_the_slices_it_yields():
+    files = {
+        "mr.dcm": mr_small(),
+        "emri.dcm": Path(get_testdata_file("emri_small_RLE.dcm", download=False)).read_bytes(),
+        "g.png": encode(GRADIENT),
+        "head.nii": small_head(),
+    }
+    for name, data in files.items():
+        budget = Limits().budget()
+        slices = decode_file(data, name, Limits(), budget=budget)
+        assert budget.pixels_spent == sum(s.width * s.height for s in slices) > 0, name
+
+
+def test_the_pixel_allowance_belongs_to_the_request_not_to_each_file():
+    # 64x64 and 64x48 pixels: each fits 7,000, both do not.
+    limits = Limits(max_total_pixels=7000)
+    budget = limits.budget()
+    decode_file(mr_small(), "one.dcm", limits, budget=budget)
+    assert budget.pixels_spent == 4096
+    with pytest.raises(
+        LimitError,
+        match=r"^two\.png: yields 3,072 pixels, more than the request's limit of 7,000 decoded "
+        r"pixels \(2,904 left after its other files\)$",
+    ):
+        decode_file(encode(GRADIENT), "two.png", limits, budget=budget)
+    assert budget.pixels_spent == 4096
+    decode_file(encode(GRADIENT[:40]), "three.png", limits, budget=budget)  # 2,560 still fit
+    assert budget.pixels_spent == 6656
+
+
+def test_the_pixel_allowance_is_spent_before_the_slices_are_made(monkeypatch):
+    # Each header claims more pixels than its data hold: a LimitError rather than a corrupt
+    # file shows the pixels were spent before decoding.
+    limits = Limits(max_total_pixels=1_000_000)
+    budget = limits.budget()
+    budget.take_pixels("earlier.png", 999_000)
+    with pytest.raises(LimitError, match=r"^claim\.png: yields 1,000,000 pixels, more than"):
+        decode_file(
+            png_with_header(encode(GRADIENT), 1000, 1000), "claim.png", limits, budget=budget
+        )
+    with pytest.raises(LimitError, match=r"^mr\.dcm: yields 4,096 pixels, more than"):
+        decode_file(mr_small(), "mr.dcm", limits, budget=budget)
+    # NIfTI: the slices through the brain are known only from the voxels, but none is made.
+    made = []
+    monkeypatch.setattr("mriscribe.imaging.nifti._Values.display", lambda *args: made.append(1))
+    with pytest.raises(LimitError, match=r"^head\.nii: yields 19,200 pixels, more than"):
+        decode_file(small_head(), "head.nii", limits, budget=budget)  # 16 slices of 40x30
+    assert not made
+
+
 # ---- memory, measured in a fresh process around one decode ----
 
+# The peak RSS of this process's own memory (VmHWM). Not ru_maxrss: Linux carries the parent's
+# peak into a child across exec, so a child of a large test process would seem to grow by 0.
 _MEASURE = """
-import resource, sys
+import sys
 from pathlib import Path
 from mriscribe.errors import InputError
 from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.limits import Limits
+def peak():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 data = Path(sys.argv[1]).read_bytes()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 try:
     outcome = f"{len(decode_file(data, 'hostile', Limits()))} slices"
 except InputError as exc:
     outcome = type(exc).__name__
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, outcome)
+print(peak() - before, outcome)
 """
 
 
@@ -253,6 +357,14 @@ def _disc_slice() -> bytes:
     return ((x**2 + y**2 < 100**2) * 300).astype(np.int16).tobytes()
 
 
+def _tall_nifti() -> bytes:
+    """28 uint8 planes of 3000x3000 (252 MB, within the byte budget) with a disc in each: 24 of
+    them shown would be 648 MB of RGB, far over the request's 50 Mpx."""
+    y, x = np.mgrid[0:3000, 0:3000] - 1499.5
+    disc = ((x**2 + y**2 < 1200**2) * 200).astype(np.uint8).tobytes()
+    return gzipped(nifti_header((3000, 3000, 28), np.uint8), disc, 28)
+
+
 def _wide_png() -> bytes:
     samples = np.zeros((5000, 5000), np.uint16)  # 25 Mpixels, 50 MB of samples
     samples[::7, ::5] = 1000
@@ -268,10 +380,19 @@ HOSTILE = {
     "bomb.dcm": lambda: deflated_dicom(64, 64, 380 * MIB),
     # Was: 0.6 GB to turn 16 bits into 8.
     "wide.png": _wide_png,
+    # Was: 0.9 GB of slices, refused by the pipeline only after all of them were made.
+    "tall.nii.gz": _tall_nifti,
+    # Were: 1.1 GB each, counting from where the file meta group length says the data begin.
+    **{
+        f"bomb {edit}.dcm": lambda edit=edit: with_file_meta(
+            deflated_dicom(64, 64, 380 * MIB), edit
+        )
+        for edit in META_EDITS
+    },
 }
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is counted in KiB on Linux")
+@pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from /proc")
 @pytest.mark.parametrize(
     ("name", "outcome"),
     [
@@ -279,6 +400,7 @@ HOSTILE = {
         ("bomb.nii.gz", "LimitError"),
         ("bomb.dcm", "LimitError"),
         ("wide.png", "1 slices"),
+        *((f"bomb {edit}.dcm", "LimitError") for edit in META_EDITS),
     ],
 )
 def test_hostile_files_stay_small_in_memory(tmp_path, name, outcome):
@@ -291,7 +413,20 @@ def test_hostile_files_stay_small_in_memory(tmp_path, name, outcome):
     assert growth < 200, f"{name}: peak memory grew by {growth:.0f} MiB"
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is counted in KiB on Linux")
+@pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from /proc")
+def test_slices_over_the_pixel_allowance_are_never_made(tmp_path):
+    data = HOSTILE["tall.nii.gz"]()
+    assert len(data) < 2 * MIB
+    path = tmp_path / "tall.nii.gz"
+    path.write_bytes(data)
+    growth, ended = peak_growth(path)
+    assert ended == "LimitError"
+    # The voxels (240 MiB, within the byte budget) and blocks of floats; no slice.
+    volume_mib = 3000 * 3000 * 28 / MIB
+    assert growth < volume_mib + 150, f"peak memory grew by {growth:.0f} MiB"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from /proc")
 def test_a_large_volume_decodes_within_a_small_multiple_of_its_size(tmp_path):
     rng = np.random.default_rng(0)
     x, y = np.mgrid[0:256, 0:256] - 127.5

@@ -1,6 +1,7 @@
 """Decoding real encoded DICOM files: transfer syntaxes, grey levels, spacing, limits, privacy."""
 
 import io
+import struct
 import subprocess
 import sys
 import warnings
@@ -11,17 +12,19 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     MPEG2MPML,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
 )
 
 from conftest import encode
 from mriscribe.errors import InputError, LimitError
+from mriscribe.imaging import dicom
 from mriscribe.imaging.dicom import _reason, decode_dicom
 from mriscribe.imaging.limits import Limits
 
@@ -305,9 +308,9 @@ def test_oversized_images_and_stacks_are_refused_before_decoding():
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(200)])  # no JPEG 2000 decoder reads it
     ds["PixelData"].is_undefined_length = True
     garbage = to_bytes(ds)
-    with pytest.raises(InputError, match=r"cannot be decoded"):
+    with pytest.raises(InputError, match=r"frame 1's image data declare no readable size"):
         decode(garbage)
-    # The same file within the limits fails to decode, so a LimitError proves the check came first.
+    # The same file within the limits is refused, so a LimitError proves the check came first.
     with pytest.raises(LimitError, match=r"64x64 pixels, more than the limit of 1,000"):
         decode(garbage, limits=Limits(max_pixels=1000))
     with pytest.raises(LimitError, match=r"has 10 frames, more than the limit of 5 images"):
@@ -388,3 +391,182 @@ def test_decoder_messages_are_scrubbed_of_patient_values():
     assert reason == "bad value ... near ..., id ..."
     reason = _reason(ValueError(f"cannot read {io.BytesIO()!r} at /srv/uploads/scan.dcm"), ds)
     assert reason == "cannot read ... at ..."
+
+
+# ---- compressed frames are checked against the header before they are decoded ----
+
+
+def never_decoded(*args: object, **kwargs: object):
+    raise AssertionError("the pixel data were decoded")
+
+
+def edited(name: str, **attributes: object) -> bytes:
+    ds = dataset(name)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return to_bytes(ds)
+
+
+@pytest.mark.parametrize(
+    ("name", "attributes", "declared"),
+    [
+        ("SC_rgb_jpeg_dcmtk.dcm", {"Rows": 50}, "100x100, not the header's 100x50"),
+        ("SC_rgb_jpeg_dcmtk.dcm", {"Columns": 40, "Rows": 40}, "100x100, not the header's 40x40"),
+        ("MR_small_jp2klossless.dcm", {"Columns": 32}, "64x64, not the header's 32x64"),
+        ("MR_small_jpeg_ls_lossless.dcm", {"Rows": 16}, "64x64, not the header's 64x16"),
+        (
+            "SC_rgb_jpeg_dcmtk.dcm",
+            {"SamplesPerPixel": 1, "PhotometricInterpretation": "MONOCHROME2"},
+            "3 components, not the header's 1 samples per pixel",
+        ),
+        (
+            "MR_small_jp2klossless.dcm",
+            {"BitsAllocated": 8, "BitsStored": 8, "HighBit": 7},
+            "16-bit samples, more than the header's 8 bits allocated",
+        ),
+    ],
+)
+def test_frames_whose_codestream_disagrees_with_the_header_are_refused_before_decoding(
+    monkeypatch, name, attributes, declared
+):
+    # The codecs allocate from the codestream, which the budget (from the header) never saw.
+    monkeypatch.setattr(dicom, "iter_pixels", never_decoded)
+    with pytest.raises(
+        InputError, match=rf"^x\.dcm: the DICOM frame 1's image data declare {declared}$"
+    ):
+        decode(edited(name, **attributes), "x.dcm")
+
+
+def test_each_frame_of_a_stack_is_checked():
+    ds = dataset("emri_small_jpeg_2k_lossless.dcm")
+    frames = [bytearray(frame) for frame in generate_frames(ds.PixelData, number_of_frames=10)]
+    frames[2][8:12] = (65).to_bytes(4, "big")  # the third frame's Xsiz
+    ds.PixelData = encapsulate([bytes(frame) for frame in frames])
+    with pytest.raises(
+        InputError, match=r"^x\.dcm: the DICOM frame 3's image data declare 65x64, not the header's"
+    ):
+        decode(to_bytes(ds), "x.dcm")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\xff\xd8\xff\xda\x00\x08" + bytes(64),  # a JPEG scan before any frame header
+        b"\xff\xd8\xff\xc0\x00\x11\x08",  # a JPEG frame header cut short
+        b"\xff\x4f\xff\x51\x00\x29" + bytes(36),  # a JPEG 2000 SIZ cut short
+    ],
+    ids=["jpeg scan first", "jpeg cut", "j2k cut"],
+)
+def test_frames_without_a_readable_size_are_refused(monkeypatch, frame):
+    monkeypatch.setattr(dicom, "iter_pixels", never_decoded)
+    name = "SC_rgb_jpeg_dcmtk.dcm" if frame.startswith(b"\xff\xd8") else "MR2_J2KI.dcm"
+    ds = dataset(name)
+    ds.PixelData = encapsulate([frame])
+    with pytest.raises(InputError, match=r"frame 1's image data declare no readable size"):
+        decode(to_bytes(ds), "x.dcm")
+
+
+_JP2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _JP2 + b"\x00\x00\x00\x00ftyp" + bytes(64),  # a box of length 0 ("to the end")
+        # A box with a 64-bit length before the (right) codestream: pydicom steps 1 byte,
+        # reads a length of 0x166 from the box's own bytes, and lands on a zero length.
+        _JP2 + b"\x00\x00\x00\x01free" + struct.pack(">Q", 400) + bytes(400 - 16),
+    ],
+    ids=["zero length", "64-bit length"],
+)
+def test_jp2_frame_that_would_hang_pydicom_is_refused(tmp_path, frame):
+    # pydicom's get_j2k_parameters, run on each frame before decoding, walks the JP2 boxes by
+    # their 32-bit lengths and loops forever on a length of 0.
+    ds = dataset("MR_small_jp2klossless.dcm")
+    (codestream,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([frame + b"\x00\x00\x00\x00jp2c" + codestream])
+    path = tmp_path / "endless.dcm"
+    path.write_bytes(to_bytes(ds))
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mriscribe.errors import InputError\n"
+        "from mriscribe.imaging.dicom import decode_dicom\n"
+        "from mriscribe.imaging.limits import Limits\n"
+        "try:\n"
+        "    decode_dicom(Path(sys.argv[1]).read_bytes(), 'x.dcm', Limits())\n"
+        "except InputError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == (
+        "x.dcm: the DICOM frame 1's image data declare no readable size (truncated or corrupt)"
+    )
+
+
+def test_more_frames_than_declared_are_refused_before_decoding(monkeypatch):
+    # pydicom decodes every frame it finds: with no offset table, each fragment that ends in
+    # an end-of-image marker is a frame; with one, each offset is.
+    picture = encode(grey(raw("MR_small.dcm")), "JPEG")
+    monkeypatch.setattr(dicom, "iter_pixels", never_decoded)
+    ds = dataset("MR_small.dcm")
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([picture] * 6, has_bot=False)
+    ds["PixelData"].VR = "OB"
+    ds.NumberOfFrames = 2
+    with pytest.raises(InputError, match=r"^x\.dcm: the DICOM file declares 2 frames but holds 6$"):
+        decode(to_bytes(ds), "x.dcm")
+    rle = edited("emri_small_RLE.dcm", NumberOfFrames=5)
+    with pytest.raises(InputError, match=r"declares 5 frames but holds 10$"):
+        decode(rle, "x.dcm")
+
+
+# ---- decoder messages never quote names, identifiers, dates or UIDs ----
+
+
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"]
+)
+def test_decoder_messages_are_scrubbed_of_every_identifying_value(monkeypatch, syntax):
+    ds = dataset("MR_small.dcm")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.ReferringPhysicianName = "House^Gregory"
+    ds.InstitutionName = "Princeton Plainsboro"
+    ds.AccessionNumber = "ACC-445566"
+    ds.StudyDate = "20240229"
+    ds.OperatorsName = "Chase^Robert"
+    request = Dataset()
+    request.RequestedProcedureID = "RP-7788"
+    ds.RequestAttributesSequence = Sequence([request])
+    data = to_bytes(ds)
+    secrets = (
+        "House",
+        "Gregory",
+        "Princeton Plainsboro",
+        "ACC-445566",
+        "20240229",
+        "Chase",
+        "RP-7788",
+        ds.SOPInstanceUID,
+    )
+
+    def fail(*args: object, **kwargs: object):
+        raise ValueError(
+            f"bad frame from House^Gregory at Princeton Plainsboro (ACC-445566, 20240229, "
+            f"Chase, RP-7788) {ds.SOPInstanceUID}"
+        )
+
+    monkeypatch.setattr(dicom, "iter_pixels", fail)
+    with pytest.raises(InputError, match=r"cannot be decoded") as caught:
+        decode(data, "x.dcm")
+    message = str(caught.value)
+    assert "bad frame from" in message
+    for secret in secrets:
+        assert secret not in message, message

@@ -158,18 +158,32 @@ def test_cli_never_prints_a_traceback_for_corrupt_compressed_dicom(tmp_path):
 
 
 class _FailingServer(http.server.BaseHTTPRequestHandler):
-    """An OpenAI-compatible server that fails every request, quoting its own paths."""
+    """An OpenAI-compatible server that lists its model and fails every completion, quoting
+    its own paths."""
 
     requests = 0
+    answered = 0  # completions answered before the failures start (a chain's warm-up)
+
+    def do_GET(self) -> None:  # /v1/models
+        self._answer(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
 
     def do_POST(self) -> None:
         type(self).requests += 1
-        body = json.dumps({"error": {"message": f"model at {SECRET} failed: 10.0.0.7"}})
-        self.send_response(500)
+        if type(self).requests <= type(self).answered:
+            choice = {"index": 0, "text": "x", "finish_reason": "stop", "logprobs": None}
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            reply = {"id": "c", "object": "text_completion", "created": 0, "model": "m"}
+            self._answer(200, {**reply, "choices": [choice], "usage": usage})
+            return
+        self._answer(500, {"error": {"message": f"model at {SECRET} failed: 10.0.0.7"}})
+
+    def _answer(self, status: int, document: dict) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body.encode())
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -177,7 +191,7 @@ class _FailingServer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def failing_server():
-    _FailingServer.requests = 0
+    _FailingServer.requests = _FailingServer.answered = 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -214,7 +228,8 @@ def test_a_report_with_no_time_left_is_the_template_at_once(failing_server):
     report = writer.write(SIMPLE, model_name="detector", deadline=time.monotonic() + 0.05)
     assert report.engine == "template"
     assert report.fallback_reason == (
-        "the report could not start before its 3 s deadline (the request waited for the service)"
+        "the report could not start before its 3 s deadline (the time went on the upload and "
+        "on waiting for the service)"
     )
     assert _FailingServer.requests == 0
 
@@ -263,3 +278,90 @@ def test_every_line_the_service_logs_during_bad_input_is_json(tmp_path):
     for line in lines:
         record = json.loads(line)  # raises on any line that is not JSON
         assert "Doe_John" not in line, record
+
+
+def test_the_service_counts_the_report_deadline_from_the_request_s_arrival(tmp_path):
+    """A real server whose language model is behind a real (failing) OpenAI-compatible server:
+    an upload that takes longer than the report deadline gets the template at once, and the
+    model server is never asked."""
+    _FailingServer.requests, _FailingServer.answered = 0, 1
+    model_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingServer)
+    threading.Thread(target=model_server.serve_forever, daemon=True).start()
+    base_url = f"http://127.0.0.1:{model_server.server_address[1]}/v1"
+    chain = [{"engine": "openai", "model": "m", "base_url": base_url}]
+    server = LiveServer(
+        tmp_path,
+        {
+            "MRISCRIBE_REPORT_ENGINE": "chain",
+            "MRISCRIBE_LLM_CHAIN": json.dumps(chain),
+            "MRISCRIBE_REPORT_DEADLINE_S": "1",
+        },
+    )
+    try:
+        image = (HELDOUT / "glioma_1.png").read_bytes()
+
+        def slow_upload():  # the body takes 1.5 s to arrive: more than the whole deadline
+            head = (
+                b"--b\r\nContent-Disposition: form-data; name=\"images\"; "
+                b'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+            )
+            yield head
+            for start in range(0, len(image), len(image) // 3 + 1):
+                time.sleep(0.5)
+                yield image[start : start + len(image) // 3 + 1]
+            yield b"\r\n--b--\r\n"
+
+        for _ in range(100):  # the chain loads (one warm-up request) after the detector
+            if httpx.get(f"{server.url}/health").json()["models_loaded"]["llm"]:
+                break
+            time.sleep(0.1)
+        asked_at_load = _FailingServer.requests
+        response = httpx.post(
+            f"{server.url}/analyze-json",
+            content=slow_upload(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        report = response.json()["report"]
+        assert report["engine"] == "template"
+        assert report["fallback_reason"].startswith("the report could not start before its 1 s")
+        assert _FailingServer.requests == asked_at_load
+    finally:
+        server.stop()
+        model_server.shutdown()
+        model_server.server_close()
+
+
+def test_without_a_deadline_the_report_has_its_whole_time_whatever_detection_took(
+    failing_server,
+):
+    """The command line passes no deadline: the report's clock starts when the report does,
+    so a study whose detection alone takes longer than the report deadline still asks the
+    model (which here fails at once)."""
+    engine = OpenAIEngine("m", failing_server, check=False)
+    settings = Settings(report_engine="chain", report_deadline_s=0.3)
+    writer = ReportWriter(settings, engines=[engine])
+    image = (HELDOUT / "glioma_1.png").read_bytes()
+    analysis = analyze(
+        [InputFile(f"{i}.png", image) for i in range(64)], settings, writer=writer
+    )
+    assert analysis.timings_ms["detect"] > 300  # detection alone outlasted the deadline
+    assert analysis.report.fallback_reason == (
+        "the language model failed: the server answered with an error (HTTP 500)"
+    )
+
+
+def test_detect_names_images_by_number_when_told(tmp_path):
+    image = tmp_path / "Doe_John.png"
+    image.write_bytes((HELDOUT / "glioma_1.png").read_bytes())
+    empty = tmp_path / "Doe_Jane.png"
+    empty.write_bytes(b"")
+    result = run(
+        "detect", str(image), str(empty), env={"MRISCRIBE_NAME_IMAGES_BY_NUMBER": "true"}
+    )
+    assert result.returncode == 1
+    printed = json.loads(result.stdout)
+    assert [item["filename"] for item in printed] == ["file 1", "file 2"]
+    assert "Doe_" not in result.stdout and "Doe_" not in result.stderr
+    assert "file 2: the file is empty" in result.stderr

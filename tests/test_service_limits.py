@@ -249,10 +249,10 @@ def test_a_request_id_holding_a_name_is_echoed_but_never_logged(strict_server):
     name_id = "DOE_JOHN_1961-03-07"
     response = httpx.get(f"{strict_server.url}/health", headers={"X-Request-ID": name_id})
     assert response.headers["x-request-id"] == name_id
-    assert _wait_for(lambda: strict_server.client_records(name_id) != [])
-    mine = strict_server.client_records(name_id)
-    assert [r["msg"] for r in mine] == ["request"]
-    assert len(mine[0]["request_id"]) == 32 and mine[0]["request_id"] != name_id
+    server_id = response.headers["x-server-request-id"]
+    assert len(server_id) == 32 and server_id != name_id
+    assert _wait_for(lambda: strict_server.records_of(server_id) != [])
+    assert [r["msg"] for r in strict_server.records_of(server_id)] == ["request"]
     assert "DOE_JOHN" not in strict_server.log_path.read_text()
 
 
@@ -386,35 +386,25 @@ def test_an_internal_error_gives_the_request_id_the_log_carries():
     assert "DOE^JANE" not in json.dumps(collect.lines)
 
 
-def test_the_report_deadline_counts_from_the_request_s_arrival(monkeypatch):
-    """The deadline handed to the pipeline is the arrival time plus the report deadline, so a
-    slow upload (or a wait for admission) uses up part of it."""
-    from mriscribe.errors import UnsupportedFormatError
-    from mriscribe.pipeline import InputProblemsError
-    from mriscribe.service import app as app_module
-    from mriscribe.settings import Settings
-
-    calls: list[tuple[float, float]] = []
-
-    def fake_analyze(files, settings, *, deadline, **_):
-        calls.append((deadline, time.monotonic()))
-        raise InputProblemsError([UnsupportedFormatError(files[0].name, "unsupported")])
-
-    monkeypatch.setattr(app_module, "analyze", fake_analyze)
-    settings = Settings(report_deadline_s=3.0)
-    app = app_module.create_app(settings, load_models=False)
-    app.state.service.detector = object()  # ready, as far as the routes can tell
-
-    def slow_body():
-        time.sleep(0.5)
-        yield _part_start("a.png") + b"x" + f"\r\n--{BOUNDARY}--\r\n".encode()
-
-    with TestClient(app) as client:
-        response = client.post(
-            "/analyze-json",
-            content=slow_body(),
-            headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
-        )
-    assert response.status_code == 415
-    ((deadline, called_at),) = calls
-    assert called_at - (deadline - settings.report_deadline_s) >= 0.5
+def test_a_body_trickled_past_the_body_timeout_gets_408(tmp_path):
+    """Bytes that keep coming, never pausing long enough for the idle timeout, still cannot
+    hold an admission place for longer than the body timeout."""
+    server = LiveServer(
+        tmp_path, {"MRISCRIBE_BODY_TIMEOUT_S": "1.5", "MRISCRIBE_IDLE_TIMEOUT_S": "1"}
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(_head(MiB) + _part_start("slow.png"))
+            sent_for = time.monotonic() + 10
+            with contextlib.suppress(OSError):  # the server closes the connection
+                while time.monotonic() < sent_for:
+                    sock.sendall(b"\0" * 100)
+                    if select.select([sock], [], [], 0.3)[0]:
+                        break
+            status, headers, body = _read_response(sock)
+        assert status == 408
+        assert headers["content-type"] == "application/json"
+        assert "took more than 1.5 s to arrive" in json.loads(body)["error"]
+        assert _post(server.url, [("ok.png", _png())]).status_code == 200
+    finally:
+        server.stop()

@@ -21,15 +21,25 @@ if TYPE_CHECKING:
 
 def _detect(args: argparse.Namespace) -> int:
     from mriscribe.detection import load_detector
+    from mriscribe.pipeline import numbered_name, safe_name
+    from mriscribe.settings import load_settings
 
+    by_number = load_settings().name_images_by_number
     detector = load_detector(
         args.model, conf_threshold=args.conf, iou_threshold=args.iou, threads=args.threads
     )
-    paths: list[Path] = list(args.images)
+    # The JSON names each file by its base name, never its folders (a path can carry a
+    # patient's name), or by its number only (name_images_by_number, errors too).
+    named = [
+        (path, numbered_name(number), numbered_name(number))
+        if by_number
+        else (path, safe_name(path.name, number), str(path))
+        for number, path in enumerate(args.images, start=1)
+    ]
     results: list[dict[str, object]] = []
     # Decode and detect in small batches: bounded memory, and one bad file costs only itself.
-    for start in range(0, len(paths), args.batch):
-        results.extend(_detect_batch(detector, paths[start : start + args.batch]))
+    for start in range(0, len(named), args.batch):
+        results.extend(_detect_batch(detector, named[start : start + args.batch]))
     failed = sum(1 for item in results if "error" in item)
     text = json.dumps(results, indent=2)
     print(text)
@@ -38,24 +48,21 @@ def _detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _detect_batch(detector: Detector, paths: list[Path]) -> list[dict[str, object]]:
-    """Results for ``paths`` in order: detections, or an error naming the file.
-
-    The JSON names each file by its base name, never its folders (a path can carry a patient's
-    name); errors on stderr give the path as the user typed it.
-    """
+def _detect_batch(
+    detector: Detector, named: list[tuple[Path, str, str]]
+) -> list[dict[str, object]]:
+    """Results for the (path, name in the JSON, name on stderr) triples in order: detections,
+    or an error naming the file."""
     from mriscribe.imaging import read_raster
-    from mriscribe.pipeline import safe_name
 
     results: list[dict[str, object]] = []
     slices: dict[int, Slice] = {}
-    for index, path in enumerate(paths):
-        name = safe_name(path.name, index + 1)
+    for index, (path, name, label) in enumerate(named):
         try:
             slices[index] = read_raster(path)
             results.append({"filename": name, "detections": []})
         except FileProblemError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {label}: {exc.problem}", file=sys.stderr)
             results.append({"filename": name, "error": f"{name}: {exc.problem}"})
     if not slices:
         return results

@@ -44,7 +44,7 @@ class InputFile:
 
     @property
     def nbytes(self) -> int:
-        if isinstance(self.data, bytes | bytearray):
+        if isinstance(self.data, bytes):
             return len(self.data)
         if self.size >= 0:
             return self.size
@@ -55,8 +55,6 @@ class InputFile:
         """The bytes (at most ``max_bytes + 1``, so that an oversized file shows as such)."""
         if isinstance(self.data, bytes):
             return self.data
-        if isinstance(self.data, bytearray):
-            return bytes(self.data)
         self.data.seek(0)
         return self.data.read(max_bytes + 1)
 
@@ -130,9 +128,9 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
     """Every slice of every file, in order; all bad files reported together (InputProblemsError).
 
     Files are read here one at a time (a path from disk, a spooled upload from its file), and
-    each file's decoded size is taken from the request's decoded-data budget before it is
-    decoded. Decoding stops as soon as the request passes its image count or decoded-pixel
-    budget, so one request cannot hold more than about that in memory.
+    each file's decoded bytes and pixels are taken from the request's budget (max_decoded_mb,
+    max_total_pixels) from its header, before it is decoded; decoding stops as soon as the
+    request passes its image count. One request cannot hold more than that in memory.
 
     Slices and errors name a file by its base name (never a folder), or by its number where
     ``name_images_by_number`` is set; a path given on the command line is named in full in its
@@ -155,7 +153,6 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
     budget = limits.budget()
     slices: list[Slice] = []
     problems: list[InputError] = []
-    pixels = 0
     for number, item in enumerate(files, start=1):
         name, label = _names(item, number, settings.name_images_by_number)
         problem = None
@@ -186,18 +183,9 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
             problems.append(problem)
             continue
         slices.extend(decoded)
-        pixels += sum(s.width * s.height for s in decoded)
         if len(slices) > limits.max_images:
             problems.append(
                 LimitError("request", f"more than the limit of {limits.max_images} images")
-            )
-            break
-        if pixels > limits.max_total_pixels:
-            problems.append(
-                LimitError(
-                    "request",
-                    f"more than the limit of {limits.max_total_pixels:,} decoded pixels",
-                )
             )
             break
     if problems:
@@ -246,12 +234,10 @@ def analyze(
     ``progress(done, total)`` is called after each detection batch. ``report_engine``
     ("chain" or "template") overrides the settings' choice for this study. ``deadline`` (on the
     ``time.monotonic()`` clock) is when the report must be written: the service counts it from
-    the request's arrival, so time spent queueing is part of it; default: the report deadline
-    from now.
+    the request's arrival, so time spent queueing is part of it; default (the command line): the
+    report deadline from when the report starts, as ever.
     """
     started = time.perf_counter()
-    if deadline is None:
-        deadline = time.monotonic() + settings.report_deadline_s
     timings: dict[str, float] = {}
     detector = detector or get_detector(settings)
 

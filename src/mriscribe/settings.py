@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     idle_timeout_s: float = Field(
         default=30.0, gt=0, le=600, description="service: longest pause while a body arrives"
     )
+    body_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="service: a request's body must have arrived by then (from its arrival)",
+    )
 
     # Report writer: "chain" (the language models below, fastest first, with the template as
     # the fallback) or "template"; unset = chain when an LLM engine is installed.

@@ -7,17 +7,30 @@ import math
 import re
 import warnings
 import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.filereader import _read_command_set_elements, _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.pixels.decoders.base import DecodeRunner
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
 
 from mriscribe.errors import InputError, UnsupportedFormatError, library_reason
+from mriscribe.imaging.codestream import FrameHeader, j2k_header, jpeg_header
 from mriscribe.imaging.inflate import inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
@@ -28,14 +41,23 @@ CT_BRAIN_WINDOW = (40.0, 80.0)
 PERCENTILES = (0.5, 99.5)
 # No brain image has pixels this large; a larger value is a broken header, not a measurement.
 MAX_SPACING_MM = 50.0
-# Deflated data are fed to zlib this much at a time, and counted at most this much at a time.
 # Enough samples per frame for stable percentiles without copying whole large frames, and
 # (roughly: up to four times) no more than _SAMPLES_PER_STACK for all frames together.
 _SAMPLES_PER_FRAME = 262_144
 _SAMPLES_PER_STACK = 1 << 20
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _REASON_CHARACTERS = 120
+# Sequence items are searched for values to scrub this many levels deep.
+_SCRUB_DEPTH = 8
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")
+# The value representations of names, identifiers, free text, dates, times, ages and UIDs:
+# what a decoder's message must never quote.
+_IDENTIFYING_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "DA", "DT", "TM", "AS", "UI"})
+# How each compressed transfer syntax's frames declare their size to their decoders.
+_FRAME_HEADERS: dict[str, Callable[[bytes], FrameHeader | None]] = {
+    **dict.fromkeys(JPEGTransferSyntaxes + JPEGLSTransferSyntaxes, jpeg_header),
+    **dict.fromkeys(JPEG2000TransferSyntaxes, j2k_header),
+}
 
 
 def _register_plugins() -> None:
@@ -62,9 +84,11 @@ def decode_dicom(
     Grey images go through the modality LUT (rescale) and a window (the file's own, a brain
     window for CT, else robust percentiles); colour and palette images become RGB. Patient data
     never reaches the slices' meta or the error messages. The inflated dataset of a deflated
-    file, then the pixel data its header declares, are spent from ``budget`` (default: a fresh
-    one from ``limits``) before they are inflated or decoded; frames stay in their stored type,
-    and each is turned into floats only while its RGB slice is made.
+    file, then the pixel data and the pixels its header declares, are spent from ``budget``
+    (default: a fresh one from ``limits``) before they are inflated or decoded; compressed
+    frames must declare the header's size in their own codestreams, which their decoders
+    allocate from. Frames stay in their stored type, and each is turned into floats only while
+    its RGB slice is made.
     """
     budget = limits.budget() if budget is None else budget
     _take_inflated(data, name, budget)
@@ -72,15 +96,15 @@ def decode_dicom(
     syntax = _transfer_syntax(ds, name)
     # Element offsets in a deflated file point into the inflated data, not the file.
     _check_complete(ds, name, None if syntax == DeflatedExplicitVRLittleEndian else len(data))
-    frames = _check_image(ds, name, limits, syntax, budget)
+    image = _check_image(ds, name, limits, syntax)
+    _check_frames(ds, name, syntax, image)
+    budget.take(name, image.decoded_bytes, "the DICOM image decodes to")
+    budget.take_pixels(name, image.rows * image.columns * image.frames)
+    frames = image.frames
     try:
         arrays = list(iter_pixels(ds))
     except Exception as exc:  # the decoders raise many types; none may escape unwrapped
-        raise InputError(
-            name,
-            f"the DICOM pixel data ({syntax.name}) cannot be decoded: truncated, corrupt "
-            f"or not supported by the installed codecs ({_reason(exc, ds)})",
-        ) from None
+        raise _undecodable(name, syntax, exc, ds) from None
     if len(arrays) != frames:
         raise InputError(name, f"the DICOM file declares {frames} frames but holds {len(arrays)}")
     try:
@@ -116,18 +140,19 @@ def decode_dicom(
     return slices
 
 
+def _undecodable(name: str, syntax: UID, exc: Exception, ds: Dataset) -> InputError:
+    return InputError(
+        name,
+        f"the DICOM pixel data ({syntax.name}) cannot be decoded: truncated, corrupt "
+        f"or not supported by the installed codecs ({_reason(exc, ds)})",
+    )
+
+
 def _take_inflated(data: bytes, name: str, budget: DecodeBudget) -> None:
     """Spend the inflated size of a deflated dataset, counted in chunks before pydicom inflates
     it all, and stopping as soon as it is more than the budget has left."""
-    deflated = DeflatedExplicitVRLittleEndian.encode()
-    # The file meta (group 0002) is always explicit VR little endian and, by the standard,
-    # starts with its group length (0002,0000) UL, which says where the deflated data begin.
-    if data[132:138] != b"\x02\x00\x00\x00UL":
-        if deflated in data[132:1024]:
-            raise InputError(name, "deflated DICOM without a file meta group length")
-        return
-    start = 144 + int.from_bytes(data[140:144], "little")
-    if deflated not in data[132:start]:
+    start = _deflated_start(data)
+    if start is None:
         return
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     size = 0
@@ -137,6 +162,25 @@ def _take_inflated(data: bytes, name: str, budget: DecodeBudget) -> None:
     except zlib.error:
         pass  # pydicom reports the corrupt stream in its own words, inflating no more than this
     budget.take(name, size, "the deflated DICOM dataset inflates to at least")
+
+
+def _deflated_start(data: bytes) -> int | None:
+    """Where pydicom starts inflating ``data``, or None if it does not inflate it.
+
+    Found with pydicom's own readers, as ``dcmread`` finds it: the file meta is read up to the
+    first element of another group, whatever its group length (0002,0000) says (or where there
+    is none), then any command set (group 0000); the transfer syntax is the one that meta holds.
+    """
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+        _read_command_set_elements(fp)
+    except Exception:  # dcmread fails here as well, before it inflates anything
+        return None
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return None
+    return fp.tell()
 
 
 def _read(data: bytes, name: str) -> Dataset:
@@ -175,9 +219,25 @@ def _transfer_syntax(ds: Dataset, name: str) -> UID:
     return UID(syntax)
 
 
-def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID, budget: DecodeBudget) -> int:
-    """Check there is an image within the limits and a codec for it, and spend its pixel data
-    from the budget; return its frame count."""
+@dataclass(frozen=True)
+class _Image:
+    """The image a DICOM header declares."""
+
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    bits: int
+
+    @property
+    def decoded_bytes(self) -> int:
+        """The size of its decoded pixel data (samples of 1 bit are unpacked to a byte each)."""
+        return self.rows * self.columns * self.frames * self.samples * math.ceil(self.bits / 8)
+
+
+def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID) -> _Image:
+    """The image the header declares, after checking it is within the limits and that there
+    is a codec for it."""
     if "PixelData" not in ds:
         raise InputError(name, f"DICOM file has no image (Modality {_code(ds, 'Modality') or '?'})")
     try:
@@ -207,10 +267,64 @@ def _check_image(ds: Dataset, name: str, limits: Limits, syntax: UID, budget: De
             name,
             f"decoding {syntax.name} DICOM needs codecs that are not installed: {INSTALL_HINT}",
         )
-    # Samples of 1 bit are unpacked to a byte each.
-    size = rows * columns * frames * samples * math.ceil(bits / 8)
-    budget.take(name, size, "the DICOM image decodes to")
-    return frames
+    return _Image(rows, columns, frames, samples, bits)
+
+
+def _check_frames(ds: Dataset, name: str, syntax: UID, image: _Image) -> None:
+    """Before decoding compressed pixel data: there must be as many frames as the header
+    declares (pydicom would decode every frame it finds), and each JPEG, JPEG-LS or JPEG 2000
+    frame's codestream must declare the header's size, sample count and at most its bits
+    (the codecs allocate from the codestream, and pydicom compares only after decoding)."""
+    if not syntax.is_encapsulated:
+        return
+    read_header = _FRAME_HEADERS.get(syntax)
+    count = 0
+    for count, frame in enumerate(_encoded_frames(ds, name, syntax), start=1):
+        if read_header is not None and count <= image.frames:
+            _check_codestream(read_header(frame), count, name, image)
+    if count != image.frames:
+        raise InputError(name, f"the DICOM file declares {image.frames} frames but holds {count}")
+
+
+def _encoded_frames(ds: Dataset, name: str, syntax: UID) -> Iterator[bytes]:
+    """The encoded frames as pydicom's decoders get them: split by the same runner options
+    and the same frame generator."""
+    try:
+        runner = DecodeRunner(syntax)
+        runner.set_source(ds)
+        runner.validate()
+        frames = generate_frames(
+            runner.src,
+            number_of_frames=runner.number_of_frames,
+            extended_offsets=runner.extended_offsets,
+        )
+        yield from frames
+    except Exception as exc:  # what iter_pixels would raise on the same data
+        raise _undecodable(name, syntax, exc, ds) from None
+
+
+def _check_codestream(header: FrameHeader | None, index: int, name: str, image: _Image) -> None:
+    frame = f"the DICOM frame {index}'s image data"
+    if header is None:
+        raise InputError(name, f"{frame} declare no readable size (truncated or corrupt)")
+    if (header.width, header.height) != (image.columns, image.rows):
+        raise InputError(
+            name,
+            f"{frame} declare {header.width}x{header.height}, not the header's "
+            f"{image.columns}x{image.rows}",
+        )
+    if header.components != image.samples:
+        raise InputError(
+            name,
+            f"{frame} declare {header.components} components, not the header's "
+            f"{image.samples} samples per pixel",
+        )
+    if header.precision > image.bits:
+        raise InputError(
+            name,
+            f"{frame} declare {header.precision}-bit samples, more than the header's "
+            f"{image.bits} bits allocated",
+        )
 
 
 def _to_rgb(ds: Dataset, arrays: list[np.ndarray], name: str) -> list[np.ndarray]:
@@ -349,15 +463,63 @@ def _code(ds: Dataset, keyword: str) -> str:
 
 def _reason(exc: Exception, ds: Dataset | None = None) -> str:
     """A library's message as a short phrase that is safe to show (see library_reason), with
-    any value of the patient module (group 0010) taken out too."""
+    every value of a name, identifier, text, date, time, age or UID element of ``ds`` (its file
+    meta and sequence items too) taken out."""
     text = library_reason(exc, limit=1000)
-    for tag in ds.keys() if ds is not None else ():
-        if tag.group != 0x0010:
-            continue
-        # The raw bytes, so that pydicom never converts (and may log) a patient value here.
-        value = ds.get_item(tag).value
-        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        for part in (value, *re.split(r"[\\^=]", value)):
-            if len(part.strip(" \x00")) >= 3:
-                text = text.replace(part.strip(" \x00"), "...")
+    # Longest first, so that a value is not left in pieces by one of its parts.
+    for value in sorted(_identifying_values(ds) if ds is not None else (), key=len, reverse=True):
+        text = text.replace(value, "...")
     return text if len(text) <= _REASON_CHARACTERS else text[: _REASON_CHARACTERS - 3] + "..."
+
+
+def _identifying_values(ds: Dataset) -> set[str]:
+    """The values, and the parts of them (names' components, multiple values), of the elements
+    with a VR in _IDENTIFYING_VRS, as text of at least 3 characters.
+
+    Read from the raw bytes, so that pydicom never converts (and may log) one of them here; only
+    sequences are converted, to reach their items' raw elements.
+    """
+    values: set[str] = set()
+    stack: list[tuple[Dataset, int]] = [(ds, 0)]
+    meta = getattr(ds, "file_meta", None)
+    if isinstance(meta, Dataset):
+        stack.append((meta, 0))
+    while stack:
+        dataset, depth = stack.pop()
+        for tag in list(dataset.keys()):
+            element = dataset.get_item(tag)
+            vr = _vr(element)
+            if vr in _IDENTIFYING_VRS:
+                values.update(_texts(element.value))
+            elif vr == "SQ" and depth < _SCRUB_DEPTH:
+                stack.extend((item, depth + 1) for item in _items(dataset, tag))
+    return values
+
+
+def _vr(element: DataElement | RawDataElement) -> str | None:
+    """An element's VR: as encoded, else (implicit VR, or UN) from the data dictionary."""
+    if element.VR not in (None, "UN"):
+        return element.VR
+    try:
+        return dictionary_VR(element.tag)
+    except KeyError:  # private or unknown
+        return element.VR
+
+
+def _items(dataset: Dataset, tag: int) -> list[Dataset]:
+    try:
+        return [item for item in dataset[tag].value if isinstance(item, Dataset)]
+    except Exception:  # a broken sequence: no items to search
+        return []
+
+
+def _texts(value: Any) -> set[str]:
+    """A raw (or already converted) value and its parts as text."""
+    if isinstance(value, bytes):
+        wholes = {value.decode("utf-8", "replace"), value.decode("latin-1")}
+    elif isinstance(value, (list, tuple, MultiValue)):
+        wholes = {"\\".join(str(v) for v in value)}
+    else:
+        wholes = {str(value)} if value is not None else set()
+    parts = {part for whole in wholes for part in (whole, *re.split(r"[\\^=]", whole))}
+    return {part.strip(" \x00") for part in parts if len(part.strip(" \x00")) >= 3}

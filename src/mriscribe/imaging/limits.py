@@ -16,6 +16,7 @@ class Limits:
     max_images: int = 200
     max_pixels: int = 40_000_000
     # Decoded pixels in one request, all images together: bounds memory (3 bytes a pixel).
+    # Spent from the request's budget by each decoder before it makes any of its slices.
     max_total_pixels: int = 50_000_000
     # Decoded image data in one request, all files together, in the files' own sample sizes:
     # NIfTI voxels, DICOM pixel data (and the inflated dataset of a deflated file), raster
@@ -48,8 +49,9 @@ class Limits:
             )
 
     def budget(self) -> DecodeBudget:
-        """A fresh decoded-data budget for one request."""
-        return DecodeBudget(self.max_decoded_bytes)
+        """A fresh decoded-data budget for one request: ``max_decoded_bytes`` of image data and
+        ``max_total_pixels`` of slices."""
+        return DecodeBudget(self.max_decoded_bytes, self.max_total_pixels)
 
 
 @dataclass
@@ -57,15 +59,23 @@ class DecodeBudget:
     """The decoded-data budget of one request, spent file by file before each file is decoded.
 
     Decoders call :meth:`take` with the size a file's header declares, before inflating or
-    decoding anything, so a few kilobytes that claim gigabytes are refused while still small.
+    decoding anything, so a few kilobytes that claim gigabytes are refused while still small;
+    and :meth:`take_pixels` with the pixels of the slices a file yields, before any of them is
+    made, so the request's slices (3 bytes a pixel) stay within ``total_pixels``.
     """
 
     total: int
+    total_pixels: int
     spent: int = field(default=0)
+    pixels_spent: int = field(default=0)
 
     @property
     def left(self) -> int:
         return self.total - self.spent
+
+    @property
+    def pixels_left(self) -> int:
+        return self.total_pixels - self.pixels_spent
 
     def take(self, name: str, size: int, what: str = "decodes to") -> None:
         """Spend ``size`` bytes for ``name``, or raise LimitError (spending nothing)."""
@@ -77,3 +87,16 @@ class DecodeBudget:
                 f"of decoded image data{left} (possible decompression bomb)",
             )
         self.spent += size
+
+    def take_pixels(self, name: str, count: int) -> None:
+        """Spend ``count`` slice pixels for ``name``, or raise LimitError (spending nothing)."""
+        if count > self.pixels_left:
+            left = (
+                f" ({self.pixels_left:,} left after its other files)" if self.pixels_spent else ""
+            )
+            raise LimitError(
+                name,
+                f"yields {count:,} pixels, more than the request's limit of "
+                f"{self.total_pixels:,} decoded pixels{left}",
+            )
+        self.pixels_spent += count

@@ -37,7 +37,6 @@ _UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
 _HEADER_BYTES = 540  # NIfTI-2; NIfTI-1 needs 348
 _SINGLE_FILE = (b"n+1\x00", b"n+2\x00")
 _PAIR = (b"ni1\x00", b"ni2\x00")
-# Gzip data is fed to zlib this much at a time, and inflated at most this much at a time.
 
 
 def decode_nifti(
@@ -55,8 +54,8 @@ def decode_nifti(
     right on the left. ``step >= 1`` keeps every ``step``-th slice through the brain; ``step == 0``
     keeps at most ``max_slices`` evenly spaced ones. One intensity window serves the whole volume.
     The first volume's voxels are spent from ``budget`` (default: a fresh one from ``limits``)
-    before anything is inflated; they stay in their stored type, and only a block of them at a
-    time is turned into floats.
+    before anything is inflated, and the chosen slices' pixels before any of them is made; the
+    voxels stay in their stored type, and only a block of them at a time is turned into floats.
     """
     if step < 0 or max_slices < 1:
         raise ValueError("step must be >= 0 and max_slices >= 1")
@@ -108,6 +107,7 @@ def decode_nifti(
             f"yields {len(chosen)} images, more than the limit of {limits.max_images}; "
             "choose a larger NIfTI slice step",
         )
+    budget.take_pixels(name, len(chosen) * canonical_shape[0] * canonical_shape[1])
 
     zooms = np.sqrt(np.sum(affine[:3, :3] ** 2, axis=0)).astype(np.float32)
     canonical_zooms = [0.0, 0.0, 0.0]

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageMode, UnidentifiedImageError
 
 from mriscribe.errors import InputError, LimitError, library_reason
+from mriscribe.imaging.codestream import JPEG_FRAMES
 from mriscribe.imaging.files import read_input_file
 from mriscribe.imaging.inflate import inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
@@ -55,7 +56,6 @@ _ADAM7 = (
 _JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff+[\x01-\xcf\xd8-\xfe]")
 _JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_HUFFMAN_SEQUENTIAL = frozenset({0xC0, 0xC1})
 # Stands in for the end-of-image marker after the last scan byte: bits that are no Huffman
 # code (stuffed 0xFF bytes), enough to fill the decoder's bit buffer but not to fake a block.
@@ -90,15 +90,17 @@ def decode_raster(
 
     The file's structure is checked first (PNG chunk checksums and image data size, JPEG
     markers and scan length, TIFF data within the file), so a corrupt file is refused rather
-    than shown padded or cut. The decoded samples are spent from ``budget`` (default: a fresh
-    one) before decoding. ``name`` is used in error messages.
+    than shown padded or cut. The decoded samples and the slice's pixels are spent from
+    ``budget`` (default: a fresh one for this image alone) before decoding. ``name`` is used in
+    error messages.
     """
     if not data:
         raise InputError(name, "the file is empty")
     kind = sniff_raster(data)
     if kind is None:
         raise InputError(name, "not a PNG, JPEG or TIFF image (unrecognised file content)")
-    budget = Limits().budget() if budget is None else budget
+    if budget is None:  # this image alone, whose pixels max_pixels bounds
+        budget = Limits(max_pixels=max_pixels, max_total_pixels=max_pixels).budget()
     png = _png_layout(data, name) if kind == "PNG" else None
     jpeg = _jpeg_layout(data, name) if kind == "JPEG" else None
     declared = png.size if png else jpeg.size if jpeg else None
@@ -116,6 +118,7 @@ def decode_raster(
             mode = ImageMode.getmode(image.mode)
             samples = width * height * len(mode.bands) * np.dtype(mode.typestr).itemsize
             budget.take(name, samples, f"the {kind} image decodes to")
+            budget.take_pixels(name, width * height)
             if png is not None:
                 png.check_data(data, name)
             elif kind == "TIFF":
@@ -329,7 +332,7 @@ def _jpeg_layout(data: bytes, name: str) -> _Jpeg:
             raise InputError(
                 name, "the JPEG data is truncated or corrupt (a segment runs past the end)"
             )
-        if code in _JPEG_FRAMES and end - pos >= 10:
+        if code in JPEG_FRAMES and end - pos >= 10:
             frame = code
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             size = (width, height)

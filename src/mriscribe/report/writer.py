@@ -169,12 +169,13 @@ class ReportWriter:
             return self._count(replace(template, fallback_reason=self._unavailable()))
         if deadline is None:
             deadline = started + self.settings.report_deadline_s
-        # Waiting (for admission, a slot, the detector) left less time than a sentence takes,
-        # or less than half the deadline: a report started now would only end as the template.
+        # Waiting (for admission, the upload, a slot, the detector) left less time than a
+        # sentence takes and less than half the deadline: a report started now would only end
+        # as the template.
         if deadline - started < min(_MIN_START_S, self.settings.report_deadline_s / 2):
             reason = (
                 f"the report could not start before its {self.settings.report_deadline_s:g} s "
-                "deadline (the request waited for the service)"
+                "deadline (the time went on the upload and on waiting for the service)"
             )
             return self._fallback(template, reason)
         engine_deadline = deadline - _RESERVE_S

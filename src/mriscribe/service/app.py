@@ -70,12 +70,13 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Request-ID", "Content-Disposition"],
+        expose_headers=["X-Request-ID", "X-Server-Request-ID", "Content-Disposition"],
     )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.limits.max_request_bytes,
         idle_timeout_s=settings.idle_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
     )
     _add_error_handlers(app)
     _add_offline_docs(app)
@@ -161,7 +162,7 @@ class _AnalysisRoute:
         report_engine: ReportChoice | None,
     ) -> Response:
         if not self.state.ready:
-            return _error(503, self.state.not_ready_reason)
+            return _error(503, self.state.not_ready_reason, headers={"Retry-After": "5"})
         if not await self._admit():
             return _error(
                 503,
@@ -172,7 +173,8 @@ class _AnalysisRoute:
             return await self._answer(request, respond, render_images, report_engine)
         finally:
             self.places.release()
-            release_memory()  # the study's data is gone with _answer's frame: give it back
+            # The study's data went with _answer's frame: give the freed memory back.
+            await run_in_threadpool(release_memory)
 
     async def _admit(self) -> bool:
         if self.places.statistics().tasks_waiting >= self.max_waiting:
@@ -189,33 +191,34 @@ class _AnalysisRoute:
         render_images: bool,
         report_engine: ReportChoice | None,
     ) -> Response:
-        """The upload, spooled, then analysed off the event loop and answered; errors as JSON.
-        The spool files are closed before the answer is rendered."""
+        """The upload, spooled, then analysed and answered; errors as JSON responses."""
         settings = self.state.settings
         # Time spent queueing and uploading counts against the report's deadline.
         deadline = arrival_time(request.scope) + settings.report_deadline_s
         try:
             async with spooled_files(request, self.uploads) as files:
-                analysis = await self._analyse(files, deadline, render_images, report_engine)
+                return await self._analyse(files, deadline, respond, render_images, report_engine)
         except ClientDisconnect:
             log.info("client disconnected during upload")
             return _error(400, "the upload was interrupted")
         except UploadError as exc:
-            return _error(exc.status, str(exc))
-        if isinstance(analysis, Response):
-            return analysis
-        return await respond(analysis)
+            headers = {"Retry-After": str(self.retry_after_s)} if exc.status == 503 else None
+            return _error(exc.status, str(exc), headers=headers)
 
     async def _analyse(
         self,
         files: list[InputFile],
         deadline: float,
+        respond: Respond,
         render_images: bool,
         report_engine: ReportChoice | None,
-    ) -> Analysis | JSONResponse:
+    ) -> Response:
+        """Analysis and answer off the event loop, inside an analysis slot: the study's slices
+        are held until the answer is rendered, so the rendering counts as part of the analysis
+        in the service's memory bound."""
         state = self.state
-        try:
-            async with state.slots:
+        async with state.slots:
+            try:
                 analysis = await run_in_threadpool(
                     analyze,
                     files,
@@ -226,19 +229,19 @@ class _AnalysisRoute:
                     report_engine=report_engine,
                     deadline=deadline,
                 )
-        except InputProblemsError as exc:
-            log.info("input rejected", extra={"files": len(files), "kind": exc.kind})
-            return _error(_STATUS[exc.kind], str(exc))
-        log.info(
-            "analysed",
-            extra={
-                "files": len(files),
-                "images": analysis.facts.image_count,
-                "detections": sum(len(i.findings) for i in analysis.images),
-                "timings_ms": analysis.timings_ms,
-            },
-        )
-        return analysis
+            except InputProblemsError as exc:
+                log.info("input rejected", extra={"files": len(files), "kind": exc.kind})
+                return _error(_STATUS[exc.kind], str(exc))
+            log.info(
+                "analysed",
+                extra={
+                    "files": len(files),
+                    "images": analysis.facts.image_count,
+                    "detections": sum(len(i.findings) for i in analysis.images),
+                    "timings_ms": analysis.timings_ms,
+                },
+            )
+            return await respond(analysis)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -78,9 +78,10 @@ def configure_logging(level: str = "INFO", *, capture_native: bool = False) -> N
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # pydicom logs each warning it raises, quoting header values; fontTools logs the glyphs of
-    # each PDF (which reveal file names): keep only their errors and warnings.
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    # pydicom logs each warning it raises, and each failing decoder plugin's message at ERROR,
+    # quoting header values: none of it is kept (our own error names the file and the problem).
+    # fontTools logs the glyphs of each PDF (which reveal file names): only its warnings.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     logging.getLogger("fontTools").setLevel(logging.WARNING)
     # HTTP clients (the openai engine's) log each request with the server's URL.
     for name in ("httpx", "httpx2", "httpcore", "openai"):

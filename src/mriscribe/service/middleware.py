@@ -3,7 +3,6 @@ access log line per request."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -24,10 +23,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mriscribe.access")
 
-# A client's X-Request-ID is echoed only in this form; it may still hold a name, so logs carry
-# the server's own id and a short hash of the client's.
+# A client's X-Request-ID is echoed only in this form; it may still hold a name, so it is never
+# logged: logs carry the server's own id, which every response names in X-Server-Request-ID.
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+SERVER_ID_HEADER = b"x-server-request-id"
 _ARRIVAL = "mriscribe_arrival"
+# Paths logged as they are; any other path is client text (a 404 for /analyze/Doe_John).
+_KNOWN_PATHS = frozenset({"/", "/health", "/analyze", "/analyze-json", "/docs", "/openapi.json"})
 
 
 class BodyTooLargeError(Exception):
@@ -38,27 +40,36 @@ class BodyIdleError(Exception):
     """The client paused longer than the idle timeout while sending the request body."""
 
 
+class BodySlowError(Exception):
+    """The request body was still arriving when the body timeout, counted from arrival, ran out."""
+
+
 def arrival_time(scope: Scope) -> float:
     """When the middleware first saw the request, on the ``time.monotonic()`` clock."""
     return float(scope.get("state", {}).get(_ARRIVAL, time.monotonic()))
 
 
 class RequestContextMiddleware:
-    """Gives each request the server's own id (logged) and echoes the client's X-Request-ID if
-    it is in a safe form, else the server's; records the arrival time; refuses bodies over
-    ``max_body_bytes`` with 413 (by Content-Length up front, and by counting while receiving)
-    and bodies that pause for more than ``idle_timeout_s`` with 408; logs one line a request."""
+    """Gives each request the server's own id (logged, and sent in X-Server-Request-ID) and
+    echoes the client's X-Request-ID if it is in a safe form, else the server's; records the
+    arrival time; refuses bodies over ``max_body_bytes`` with 413 (by Content-Length up front,
+    and by counting while receiving), and with 408 bodies that pause for more than
+    ``idle_timeout_s`` or are still arriving ``body_timeout_s`` after the request did (a client
+    trickling bytes would otherwise hold its admission place for ever); logs one line a
+    request."""
 
     def __init__(
         self,
         app: ASGIApp,
         max_body_bytes: int,
         idle_timeout_s: float = 30.0,
+        body_timeout_s: float = 300.0,
         slack_bytes: int = 1024 * 1024,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
+        self.body_timeout_s = body_timeout_s
         # Multipart framing adds a little to the files' own bytes; the upload checks those.
         self.slack_bytes = slack_bytes
 
@@ -72,6 +83,7 @@ class RequestContextMiddleware:
             send,
             max_bytes=self.max_body_bytes + self.slack_bytes,
             idle_timeout_s=self.idle_timeout_s,
+            body_timeout_s=self.body_timeout_s,
         )
         token = request_id.set(exchange.server_id)
         try:
@@ -92,6 +104,10 @@ class RequestContextMiddleware:
             await exchange.fail(
                 408, f"the request body paused for more than {self.idle_timeout_s:g} s"
             )
+        except BodySlowError:
+            await exchange.fail(
+                408, f"the request body took more than {self.body_timeout_s:g} s to arrive"
+            )
         except Exception:  # the last guard: logged here, with this request's id
             log.exception("unexpected failure")
             await exchange.fail(500, f"internal error: logged with request id {exchange.server_id}")
@@ -101,12 +117,21 @@ class _Exchange:
     """One request on its way through: its ids, the body received so far, the response status."""
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, *, max_bytes: int, idle_timeout_s: float
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        max_bytes: int,
+        idle_timeout_s: float,
+        body_timeout_s: float,
     ) -> None:
-        scope.setdefault("state", {})[_ARRIVAL] = time.monotonic()
+        arrived = time.monotonic()
+        scope.setdefault("state", {})[_ARRIVAL] = arrived
         self.scope = scope
         self.max_bytes = max_bytes
         self.idle_timeout_s = idle_timeout_s
+        self.body_deadline = arrived + body_timeout_s
         self.headers = dict(scope.get("headers") or [])
         self.server_id = uuid.uuid4().hex
         self.client_id = _client_id(self.headers.get(b"x-request-id", b""))
@@ -123,15 +148,16 @@ class _Exchange:
         return int(length) if length.isdigit() else 0
 
     async def receive(self) -> Message:
-        """The next message; BodyIdleError if the body pauses too long, BodyTooLargeError once
-        it passes the cap."""
+        """The next message; BodyIdleError if the body pauses too long, BodySlowError if it is
+        still arriving at the body deadline, BodyTooLargeError once it passes the cap."""
         if self.body_done:
             return await self._receive()
-        with anyio.move_on_after(self.idle_timeout_s):
+        left = self.body_deadline - time.monotonic()
+        with anyio.move_on_after(min(self.idle_timeout_s, max(0.0, left))):
             message = await self._receive()
             self._count(message)
             return message
-        raise BodyIdleError
+        raise BodyIdleError if left > self.idle_timeout_s else BodySlowError
 
     def _count(self, message: Message) -> None:
         if message["type"] != "http.request":  # the client went away
@@ -147,7 +173,11 @@ class _Exchange:
             self.status = message["status"]
             self.responding = True
             echoed = (self.client_id or self.server_id).encode("ascii")
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", echoed)]
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", echoed),
+                (SERVER_ID_HEADER, self.server_id.encode("ascii")),
+            ]
         await self._send(message)
 
     async def fail(self, status: int, error: str) -> None:
@@ -169,17 +199,19 @@ class _Exchange:
         await self.send({"type": "http.response.body", "body": body})
 
     def log_access(self) -> None:
-        extra: dict[str, object] = {
-            "method": self.scope.get("method"),
-            "path": self.scope.get("path"),
-            "status": self.status,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
-            "request_bytes": self.received,
-        }
-        if self.client_id:
-            digest = hashlib.sha256(self.client_id.encode("ascii")).hexdigest()
-            extra["client_request_id_sha256"] = digest[:16]
-        log.info("request", extra=extra)
+        path = str(self.scope.get("path", ""))
+        if path not in _KNOWN_PATHS:
+            path = "/docs-assets/..." if path.startswith("/docs-assets/") else "(other)"
+        log.info(
+            "request",
+            extra={
+                "method": self.scope.get("method"),
+                "path": path,
+                "status": self.status,
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+                "request_bytes": self.received,
+            },
+        )
 
 
 def _client_id(header: bytes) -> str | None:

@@ -4,6 +4,7 @@ bytes arrive."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import anyio.to_thread
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MAX_BOUNDARY_LENGTH, MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from mriscribe.errors import MriscribeError
@@ -23,11 +24,16 @@ from mriscribe.settings import MiB, Settings, SettingsError
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
+log = logging.getLogger("mriscribe.service")
+
 FIELD = "images"  # the prototype's multipart field name
+MAX_BOUNDARY = 70  # RFC 2046
+MAX_PART_HEADER = 8192  # bytes of one part header's name or value
 
 
 class UploadError(MriscribeError):
-    """The upload cannot be taken; ``status`` says why: 413 over a limit, 400 otherwise."""
+    """The upload cannot be taken; ``status`` says why: 413 over a limit, 503 when the spool
+    cannot take it, 400 otherwise."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -133,6 +139,12 @@ class _Spool:
             raise UploadError(
                 "the upload could not be read: the multipart body is malformed"
             ) from None
+        except OSError:  # the spool's disk is full, or no file can be opened: not the client's
+            log.warning("upload could not be spooled", extra={"files": len(self.parts)})
+            raise UploadError(
+                "the service cannot take the upload now (its spool is full); try again later",
+                503,
+            ) from None
 
     def _callbacks(self) -> MultipartCallbacks:
         return {
@@ -146,10 +158,10 @@ class _Spool:
         }
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header[0].extend(data[start:end])
+        _extend(self._header[0], data[start:end])
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header[1].extend(data[start:end])
+        _extend(self._header[1], data[start:end])
 
     def _header_end(self) -> None:
         name, value = self._header
@@ -212,11 +224,18 @@ class _Spool:
         self.complete = True
 
 
+def _extend(buffer: bytearray, data: bytes) -> None:
+    """Collect a part header's name or value, refusing one that never ends."""
+    if len(buffer) + len(data) > MAX_PART_HEADER:
+        raise UploadError("the upload could not be read: a part's header is too long")
+    buffer.extend(data)
+
+
 def _boundary(content_type: str) -> bytes:
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
         raise UploadError(f"send the images as multipart/form-data in the field '{FIELD}'")
     boundary = options.get(b"boundary", b"")
-    if not 0 < len(boundary) <= MAX_BOUNDARY_LENGTH:
+    if not 0 < len(boundary) <= MAX_BOUNDARY:
         raise UploadError("the upload could not be read: the multipart boundary is missing or bad")
     return boundary
