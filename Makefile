@@ -13,13 +13,12 @@ REAL_SCANS := .cache/real-scans
 PYRADIOMICS_SHA256 := 47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5
 
 # llama-cpp-python compiles llama.cpp (about 5-10 minutes on 2 cores): a portable x86-64 build,
-# since a native one crashed at its first decode on these machines.
+# since a native build can crash at its first decode on CPUs other than the one it was built on.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 # Everything: packaged brain MRI for the data generator (Debian), then the package with the
 # synth, train (Ultralytics, torch: only for training, evaluation baselines and .pt files),
-# the three report engines and dev extras. torch is pinned to the release this machine image
-# carries on disk.
+# the three report engines and dev extras. torch is pinned to a tested release.
 install: install-system
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
