@@ -8,9 +8,10 @@ import time
 import pytest
 
 from conftest import SIMPLE
-from mriscribe.report.engines import Generation, Prompt
+from mriscribe.report.engines import DeadlineExceededError, Generation, ModelTurn, Prompt
 from mriscribe.report.engines.llama_cpp import LlamaCppEngine
-from mriscribe.report.prompt import PREFIX
+from mriscribe.report.facts import study_of
+from mriscribe.report.prompt import PREFIX, fact_lines, line_prompt
 from mriscribe.report.verify import verify_text
 from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import LanguageModel, Settings
@@ -40,7 +41,12 @@ def test_default_model_writes_an_accepted_report_for_a_simple_case(engine):
     # The structured sections still come from the template.
     assert report.sections["EXAMINATION"].startswith("Brain MRI: 1 image")
     assert list(report.sections) == [
-        "EXAMINATION", "TECHNIQUE", "FINDINGS", "IMPRESSION", "RECOMMENDATIONS", "DISCLAIMER"
+        "EXAMINATION",
+        "TECHNIQUE",
+        "FINDINGS",
+        "IMPRESSION",
+        "RECOMMENDATIONS",
+        "DISCLAIMER",
     ]
     assert writer.status()["reports"] == {"language model": 1}
 
@@ -62,13 +68,15 @@ def test_the_impression_is_the_templates_unless_the_model_is_asked_to_write_it(e
     assert report.fallback_reason is None
     assert report.sections["IMPRESSION"] != template.sections["IMPRESSION"]
     assert report.sections["IMPRESSION"].startswith("Positive study")
-    assert verify_text(report.sections["FINDINGS"] + "\n" + report.sections["IMPRESSION"],
-                       SIMPLE).accepted
+    assert verify_text(
+        report.sections["FINDINGS"] + "\n" + report.sections["IMPRESSION"], SIMPLE
+    ).accepted
 
 
 def test_generation_is_greedy_and_repeatable(engine):
-    prompt = Prompt(PREFIX, "Facts: 1 image, 0 tumours. Result: negative.\nImage 1: no tumour.\n>",
-                    ("\n",))
+    prompt = Prompt(
+        PREFIX, "Facts: 1 image, 0 tumours. Result: negative.\nImage 1: no tumour.\n>", ("\n",)
+    )
     first = engine.generate(prompt, deadline=time.monotonic() + 30, max_new_tokens=40)
     second = engine.generate(prompt, deadline=time.monotonic() + 30, max_new_tokens=40)
     assert first == second
@@ -76,14 +84,57 @@ def test_generation_is_greedy_and_repeatable(engine):
     assert "image 1" in first.text.lower()
 
 
-def test_the_token_limit_cuts_off_and_the_template_is_used(engine):
-    writer = ReportWriter(
-        chain_settings(report_deadline_s=30, llm_max_new_tokens=8), engines=[engine]
+def test_the_token_limit_cuts_off_free_decoding(engine):
+    """A prompt without the grammar's constraint decodes freely, up to its token limit."""
+    prompt = Prompt(
+        PREFIX, "Facts: 1 image, 0 tumours. Result: negative.\nImage 1: no tumour.\n>", ("\n",)
     )
-    report = writer.write(SIMPLE, model_name="detector")
+    generation = engine.generate(prompt, deadline=time.monotonic() + 30, max_new_tokens=3)
+    assert generation.finish_reason == "length"
+    assert generation.completion_tokens == 3
+
+
+def test_an_answer_cut_off_at_its_token_limit_gives_the_template():
+    engine = ScriptedEngine("Image 1 shows a suspected", finish="length")
+    report = ReportWriter(chain_settings(), engines=[engine]).write(SIMPLE, model_name="detector")
     assert report.engine == "template"
     assert "cut off" in (report.fallback_reason or "")
     assert report.sections["FINDINGS"].startswith("Tumour detections: 1 on the image.")
+
+
+def test_every_line_is_decoded_inside_its_grammar_side_by_side(engine):
+    """The lines of one study decode as parallel sequences over the cached prefix: each answer
+    is one its line's grammar allows, and the same as that line decoded on its own."""
+    facts = study_of(
+        [
+            [("Glioma", 0.912, 31.5, 24.0)],
+            [("No Tumor", 0.8, 100.0, 100.0)],
+            [],
+            [("Meningioma", 0.7, 20.0, 18.0), ("Pituitary", 0.5, 10.0, 9.0)],
+        ],
+        estimated=True,
+    )
+    header, lines = fact_lines(facts)
+    prompts = [line_prompt(header, line) for line in lines]
+    together = engine.generate_all(prompts, deadline=time.monotonic() + 60, max_new_tokens=64)
+    alone = [
+        engine.generate(prompt, deadline=time.monotonic() + 60, max_new_tokens=64)
+        for prompt in prompts
+    ]
+    assert [g.text for g in together] == [g.text for g in alone]
+    for line, generation in zip(lines, together, strict=True):
+        assert generation.text in line.constraint().answers, (line.text, generation.text)
+    assert verify_text(" ".join(g.text for g in together), facts).accepted
+
+
+def test_prompt_evaluation_stops_at_the_deadline(engine):
+    """A long prompt is read in chunks with the deadline checked between them."""
+    request = "Facts: 1 image. " + "Image 1: no tumour. " * 110 + "\n>"
+    prompt = Prompt(PREFIX, request, ("\n",))
+    deadline = time.monotonic() + 0.2
+    with pytest.raises(DeadlineExceededError):
+        engine.generate(prompt, deadline=deadline, max_new_tokens=8)
+    assert time.monotonic() < deadline + 0.2
 
 
 def test_a_deadline_too_short_for_the_model_gives_the_template_with_the_reason(engine):
@@ -114,17 +165,44 @@ class StalledEngine:
         self.release.set()
 
 
-def test_an_engine_that_ignores_the_deadline_does_not_hold_the_report():
+def test_a_stalled_engine_gives_five_reports_in_a_row_the_template_in_time():
+    """An engine that never returns: the first report waits for its deadline, the next ones do
+    not queue behind it (the template at once, with the reason)."""
     stalled = StalledEngine()
-    writer = ReportWriter(chain_settings(report_deadline_s=0.3), engines=[stalled])
+    writer = ReportWriter(chain_settings(report_deadline_s=0.5), engines=[stalled])
+    reasons = []
+    try:
+        for _ in range(5):
+            started = time.monotonic()
+            report = writer.write(SIMPLE, model_name="detector")
+            assert time.monotonic() - started <= 0.5 + 0.2
+            assert report.engine == "template"
+            reasons.append(report.fallback_reason)
+    finally:
+        stalled.close()
+    assert reasons[0] == "the language model passed the 0.5 s deadline"
+    assert (
+        reasons[1:]
+        == ["the language model is still busy with an earlier report past its deadline"] * 4
+    )
+
+
+def test_a_request_does_not_wait_for_a_turn_behind_one_past_its_deadline():
+    """On the engine itself: a generation holding the model past its deadline makes the next
+    request fail at once, not at its own deadline."""
+    turn = ModelTurn()
+    release = threading.Event()
+    holder = threading.Thread(
+        target=lambda: turn.run(time.monotonic() + 0.1, "test", lambda: release.wait(30))
+    )
+    holder.start()
+    time.sleep(0.2)  # the holder is now past its deadline
     started = time.monotonic()
-    report = writer.write(SIMPLE, model_name="detector")
-    waited = time.monotonic() - started
-    stalled.close()
-    assert report.engine == "template"
-    assert "deadline" in (report.fallback_reason or "")
-    # Far less than the 60 s the engine would have taken: the writer stopped waiting.
-    assert waited < 30
+    with pytest.raises(DeadlineExceededError, match="passed its deadline"):
+        turn.run(time.monotonic() + 10, "test", lambda: None)
+    assert time.monotonic() - started < 1.0  # not its own 10 s deadline
+    release.set()
+    holder.join()
 
 
 def test_a_chain_whose_first_model_cannot_load_falls_through_to_the_next(tmp_path):
@@ -182,14 +260,15 @@ class ScriptedEngine:
 
     name = "scripted"
 
-    def __init__(self, *answers: str) -> None:
+    def __init__(self, *answers: str, finish: str = "stop") -> None:
         self.answers = list(answers)
+        self.finish = finish
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 3
 
     def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
-        return Generation(" " + self.answers.pop(0), "stop")
+        return Generation(" " + self.answers.pop(0), self.finish)  # type: ignore[arg-type]
 
     def close(self) -> None:
         pass
@@ -203,7 +282,10 @@ def test_a_rejected_text_never_reaches_the_reader_through_the_fallback_reason():
     report = writer.write(SIMPLE, model_name="detector")
     assert report.engine == "template"
     reason = report.fallback_reason or ""
-    assert reason.startswith("the language model's text was rejected by the verifier: states a")
+    assert reason.startswith(
+        "the language model's text was rejected by the verifier: a sentence outside the report "
+        "grammar"
+    )
     assert "left" not in reason and "frontal" not in reason and "('" not in reason
     assert "left" not in report.text
 
@@ -212,13 +294,17 @@ def test_a_rejected_text_never_reaches_the_reader_through_the_fallback_reason():
     ("answer", "why"),
     [
         ("", "wrote nothing for a line of facts"),
-        ("Image 1 shows a suspected glioma measuring 13.5 x 24.0 mm.", "left out or changed"),
-        ("A suspected glioma measuring 31.5 x 24.0 mm.", "left out or changed"),
+        (
+            "Image 1 shows a suspected glioma measuring 13.5 x 24.0 mm (confidence 91.2%).",
+            "a finding sentence states a size",
+        ),
+        ("A suspected glioma measuring 31.5 x 24.0 mm.", "a sentence outside the report grammar"),
+        ("Tumour detections: none.", "a no detections sentence, which the findings do not allow"),
     ],
 )
-def test_each_answer_must_answer_its_own_line(answer, why):
-    """The verifier reads the whole text; this catches a tumour left out of the FINDINGS even
-    where the template's IMPRESSION names its class."""
+def test_an_unconstrained_answer_is_checked_by_the_grammar(answer, why):
+    """An engine that cannot decode inside the grammar: the verifier reads its text, and a
+    tumour left out of the FINDINGS is caught even where the template's IMPRESSION names it."""
     writer = ReportWriter(chain_settings(), engines=[ScriptedEngine(answer)])
     report = writer.write(SIMPLE, model_name="detector")
     assert report.engine == "template"

@@ -67,14 +67,46 @@ def test_wrapped_findings_still_reject_an_unfaithful_text(tmp_path: Path) -> Non
     assert "rejected" in result.stdout
 
 
-def test_full_report_is_checked_on_its_findings_and_impression(tmp_path: Path) -> None:
-    case = FAITHFUL[GOOD]
+def whole_report(case: dict) -> str:
     facts = facts_from_results(case["findings"], default_spacing_mm=0.5, conf_threshold=0.25)
-    text = template_report(facts, model_name="mriscribe-yolov8n", model_version="1.0").text
+    return template_report(facts, model_name="mriscribe-yolov8n", model_version="1.0").text
+
+
+def test_a_whole_report_is_checked_section_by_section(tmp_path: Path) -> None:
+    text = whole_report(FAITHFUL[GOOD])
     assert "RECOMMENDATIONS:" in text  # the whole report, not only its narrative
-    result = verify(tmp_path, case["findings"], text)
+    result = verify(tmp_path, FAITHFUL[GOOD]["findings"], text)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "accepted" in result.stdout
+    assert "accepted (every section of the report)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "section"),
+    [
+        ("Radiologist review of all images", "No need for review of all images", "RECOMMENDATIONS"),
+        ("Brain MRI: 1 image", "Brain MRI with contrast: 1 image", "EXAMINATION"),
+    ],
+)
+def test_a_whole_report_with_an_altered_section_exits_1(
+    tmp_path: Path, old: str, new: str, section: str
+) -> None:
+    text = whole_report(FAITHFUL[GOOD])
+    assert old in text
+    result = verify(tmp_path, FAITHFUL[GOOD]["findings"], text.replace(old, new))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"the {section} section is not what the template makes of the findings" in (
+        result.stdout
+    )
+
+
+def test_the_narrative_sections_alone_are_checked_as_a_narrative(tmp_path: Path) -> None:
+    case = FAITHFUL[GOOD]
+    sections = whole_report(case).split("\n\n")
+    narrative = "\n\n".join(
+        part for part in sections if part.startswith(("FINDINGS", "IMPRESSION"))
+    )
+    result = verify(tmp_path, case["findings"], narrative)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "its FINDINGS and IMPRESSION sections" in result.stdout
 
 

@@ -155,7 +155,7 @@ def report_engines(settings: Settings) -> dict[str, Any]:
 def verify_report(args: argparse.Namespace) -> int:
     """Check a report text against saved findings: exit 0 accepted, 1 rejected, 2 bad input."""
     from mriscribe.report.facts import facts_from_results
-    from mriscribe.report.verify import verify_text
+    from mriscribe.report.verify import split_sections, verify_report, verify_text
 
     settings = settings_from(args)
     try:
@@ -166,7 +166,13 @@ def verify_report(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: {args.findings}: not JSON ({exc})", file=sys.stderr)
         return 2
+    threshold = settings.conf_threshold
     if isinstance(findings, dict) and "detection_results" in findings:
+        model = findings.get("model")
+        if args.conf is None and isinstance(model, dict):
+            stated = model.get("conf_threshold")
+            if isinstance(stated, int | float) and 0 < stated < 1:
+                threshold = float(stated)  # the threshold the report was written with
         findings = findings["detection_results"]  # the whole /analyze-json answer
     try:
         text = args.text.read_text(encoding="utf-8")
@@ -177,13 +183,17 @@ def verify_report(args: argparse.Namespace) -> int:
         facts = facts_from_results(
             findings if isinstance(findings, dict) else {},
             default_spacing_mm=settings.default_spacing_mm,
-            conf_threshold=settings.conf_threshold,
+            conf_threshold=threshold,
         )
     except ValueError as exc:
         print(f"error: {args.findings}: {exc}", file=sys.stderr)
         return 2
-    narrative, checked = narrative_of(text)
-    verdict = verify_text(narrative, facts)
+    sections = split_sections(text)
+    if sections is not None and set(sections) - {"FINDINGS", "IMPRESSION"}:
+        verdict, checked = verify_report(sections, facts), "every section of the report"
+    else:
+        narrative, checked = narrative_of(text)
+        verdict = verify_text(narrative, facts)
     if verdict.accepted:
         print(f"accepted ({checked})")
         return 0
@@ -194,20 +204,17 @@ def verify_report(args: argparse.Namespace) -> int:
 
 
 def narrative_of(text: str) -> tuple[str, str]:
-    """The part of a report a language model may write: the FINDINGS and IMPRESSION sections of
-    a whole mriscribe report (the others are fixed template text), else the whole text."""
-    import re
+    """The part of a report a language model may write: the FINDINGS and IMPRESSION sections
+    of a report text with those headings, else the whole text."""
+    from mriscribe.report.verify import split_sections
 
-    headings = list(re.finditer(r"^([A-Z][A-Z ]+):[ \t]*$", text, re.MULTILINE))
-    names = [m.group(1) for m in headings]
-    if "FINDINGS" not in names or "IMPRESSION" not in names:
+    sections = split_sections(text)
+    if sections is None:
         return text, "the whole text"
-    parts = []
-    for index, match in enumerate(headings):
-        if match.group(1) in ("FINDINGS", "IMPRESSION"):
-            end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
-            parts.append(f"{match.group(1).capitalize()}:\n{text[match.end():end].strip()}")
-    return "\n".join(parts), "its FINDINGS and IMPRESSION sections"
+    narrative = "\n".join(
+        f"{name.capitalize()}:\n{sections[name]}" for name in ("FINDINGS", "IMPRESSION")
+    )
+    return narrative, "its FINDINGS and IMPRESSION sections"
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -282,8 +289,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
     p = commands.add_parser(
         "verify-report", parents=[config], help="check a report text against findings",
-        description="Run the faithfulness check alone: is every claim in REPORT.txt in the "
-        "findings? Exit 0 accepted, 1 rejected (the reasons are printed), 2 unreadable input.",
+        description="Run the faithfulness check alone: does REPORT.txt read as sentences of the "
+        "report grammar bound to the findings? A whole mriscribe report is checked section by "
+        "section (FINDINGS and IMPRESSION by the grammar, the others against the template). "
+        "Exit 0 accepted, 1 rejected (the reasons are printed), 2 unreadable input.",
     )
     p.add_argument("--findings", type=Path, required=True,
                    help="FINDINGS.json: the 'detection_results' object of /analyze-json")

@@ -56,12 +56,23 @@ class LanguageModel(BaseModel):
     api: Literal["completions", "chat"] = Field(
         default="completions", description="openai: /v1/completions or /v1/chat/completions"
     )
+    grammar_field: str | None = Field(
+        default="grammar",
+        description="openai: the request-body field that carries the report grammar as GBNF: "
+        "'grammar' for llama.cpp's server, 'guided_grammar' for vLLM; None sends none and "
+        "leaves checking to the verifier (\"\" in a TOML file, which has no null)",
+    )
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda, cuda:1, mps")
     allow_download: bool = Field(
         default=False, description="transformers: fetch from the hub if not in the local cache"
     )
     threads: int = Field(default=0, ge=0, description="llama-cpp: threads; 0 = all cores")
     context_tokens: int = Field(default=4096, ge=512, description="llama-cpp: context size")
+
+    @field_validator("grammar_field")
+    @classmethod
+    def _no_empty_field(cls, value: str | None) -> str | None:
+        return value or None
 
     @property
     def label(self) -> str:

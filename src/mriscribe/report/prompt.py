@@ -10,15 +10,30 @@ then only has to rephrase, which it does well; what it gets wrong the verifier c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from mriscribe.report.engines.base import Prompt
+from mriscribe.report.engines.base import Constraint, Prompt
 from mriscribe.report.facts import FindingFact, StudyFacts, study_of
-from mriscribe.report.template import class_kind, number_ranges, study_result
+from mriscribe.report.forms import (
+    Bound,
+    answer_gbnf,
+    answer_language,
+    empty_images,
+    finding,
+    more,
+    negative_images,
+    result,
+)
+from mriscribe.report.wording import (
+    count_word,
+    kind_phrase,
+    number_ranges,
+    percent,
+    study_result,
+)
 
 STOP = ("\n",)
-_COUNT_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _INSTRUCTION = (
     "Automated brain MRI first-read reports. Each report restates the detector's facts in "
     "plain words with exactly the same numbers, and adds nothing else.\n\n"
@@ -26,22 +41,27 @@ _INSTRUCTION = (
 _SEPARATOR = "###\n"
 
 
-def kind_phrase(class_name: str, count: int = 1) -> str:
-    """How the answer names a class: 'glioma', 'pituitary tumour', else the class's own name."""
-    kind = class_kind(class_name)
-    word = "pituitary tumour" if kind == "pituitary" else kind or class_name
-    return word + ("s" if count != 1 and kind else "")
+@dataclass(frozen=True)
+class FactLine:
+    """One line of facts as the prompt shows it, and the forms its answer must take, bound to
+    those facts (the report grammar's sentences for this line and no others)."""
+
+    text: str
+    answer: tuple[Bound, ...]
+
+    def constraint(self) -> Constraint:
+        return Constraint(tuple(answer_language(self.answer)), answer_gbnf(self.answer, lead=" "))
 
 
-def count_word(count: int) -> str:
-    return _COUNT_WORDS[count] if count < len(_COUNT_WORDS) else str(count)
-
-
-def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, list[str]]:
+def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, list[FactLine]]:
     """The request's header and its fact lines in answer order: tumours image by image (at most
     ``max_tumours`` listed one by one), then images without a tumour, then the impression's."""
     counts = facts.counts_by_class
-    tumours = sorted(facts.tumours, key=lambda f: (f.image_number, -f.confidence))
+    tumours = [
+        (fact, image)
+        for image in sorted(facts.images, key=lambda i: i.number)
+        for fact in image.tumours
+    ]
     summary = ", ".join(f"{count_word(n)} {kind_phrase(name, n)}" for name, n in counts.items())
     images = facts.image_count
     header = (
@@ -51,48 +71,35 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
         + f". Result: {study_result(facts)}.\n"
     )
     listed = tumours if max_tumours is None else tumours[:max_tumours]
-    lines = [_tumour_line(fact) for fact in listed]
+    lines = [FactLine(_tumour_line(fact), (finding(fact, image),)) for fact, image in listed]
     if len(listed) < len(tumours):
         rest = tumours[len(listed) :]
-        lines.append(
-            f"Not listed: {len(rest)} more on {_images(sorted({f.image_number for f in rest}))}."
-        )
+        numbers = sorted({fact.image_number for fact, _ in rest})
+        text = f"Not listed: {len(rest)} more on {_images(numbers)}."
+        lines.append(FactLine(text, (more(rest),)))
     negative = [*facts.negative_images]
     if negative:
-        lines.append(f"{_images(negative).capitalize()}: no tumour.")
+        text = f"{_images(negative).capitalize()}: no tumour."
+        lines.append(FactLine(text, (negative_images(facts),)))
     empty = [*facts.unremarkable_images]
     if empty:
-        lines.append(f"{_images(empty).capitalize()}: no detection above the threshold.")
+        text = f"{_images(empty).capitalize()}: no detection above the threshold."
+        lines.append(FactLine(text, (empty_images(facts),)))
     impression = f"Impression: {study_result(facts)} study"
     if summary:
         impression += ", " + ", ".join(
             f"{count_word(n)} suspected {kind_phrase(name, n)}" for name, n in counts.items()
         )
-    lines.append(impression + ".")
+    lines.append(FactLine(impression + ".", result(facts)))
     return header, lines
 
 
 def _tumour_line(fact: FindingFact) -> str:
     return (
         f"Image {fact.image_number}: {kind_phrase(fact.class_name)}, "
-        f"{'about ' if fact.size_estimated else ''}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm."
+        f"{'about ' if fact.size_estimated else ''}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm, "
+        f"confidence {percent(fact.confidence)}."
     )
-
-
-# A tumour's fact line as _tumour_line writes it: its image number and its size.
-_TUMOUR_LINE = re.compile(r"^Image (\d+): .*?(\d+\.\d) x (\d+\.\d) mm\.$")
-
-
-def answers_line(line: str, answer: str) -> bool:
-    """Whether ``answer`` states what its fact line does, where that can be checked line by line:
-    a tumour's image number and size. (The verifier reads the whole text, but cannot see a
-    tumour left out of the FINDINGS while the IMPRESSION names its class.)"""
-    found = _TUMOUR_LINE.match(line)
-    if found is None:
-        return True
-    number, width, height = found.groups()
-    image = re.search(rf"\bimage {number}\b", answer, re.IGNORECASE)
-    return image is not None and width in answer and height in answer
 
 
 def _images(numbers: list[int]) -> str:
@@ -104,12 +111,12 @@ def _images(numbers: list[int]) -> str:
 ANSWER = ">"  # the answer's first token carries its own leading space
 
 # Worked examples: facts made by the same fact_lines as a request, each line's answer written by
-# hand (a test checks that every answer passes the verifier).
+# hand (a test checks that every answer is one its line's grammar allows).
 EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
     (
         study_of([[("Glioma", 0.912, 23.4, 18.0)]], estimated=True),
         (
-            "Image 1 shows a suspected glioma measuring about 23.4 x 18.0 mm.",
+            "Image 1 shows a suspected glioma measuring about 23.4 x 18.0 mm (confidence 91.2%).",
             "Positive study: one suspected glioma.",
         ),
     ),
@@ -124,7 +131,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
     (
         study_of([[("No Tumor", 0.81, 200.0, 210.0)], [("Meningioma", 0.875, 30.2, 25.0)], []]),
         (
-            "Image 2 shows a suspected meningioma measuring 30.2 x 25.0 mm.",
+            "Image 2 shows a suspected meningioma measuring 30.2 x 25.0 mm (confidence 87.5%).",
             "No tumour was detected on image 1.",
             "No detection above the threshold on image 3.",
             "Positive study: one suspected meningioma.",
@@ -158,7 +165,8 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
     (
         study_of([[], [("Pituitary", 0.62, 11.0, 9.0)], []], estimated=True),
         (
-            "Image 2 shows a suspected pituitary tumour measuring about 11.0 x 9.0 mm.",
+            "Image 2 shows a suspected pituitary tumour measuring about 11.0 x 9.0 mm "
+            "(confidence 62.0%).",
             "No detection above the threshold on images 1, 3.",
             "Positive study: one suspected pituitary tumour.",
         ),
@@ -168,8 +176,9 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
             [[("Pituitary", 0.784, 14.0, 11.5)], [("Glioma", 0.551, 40.3, 33.8)]], estimated=True
         ),
         (
-            "Image 1 shows a suspected pituitary tumour measuring about 14.0 x 11.5 mm.",
-            "Image 2 shows a suspected glioma measuring about 40.3 x 33.8 mm.",
+            "Image 1 shows a suspected pituitary tumour measuring about 14.0 x 11.5 mm "
+            "(confidence 78.4%).",
+            "Image 2 shows a suspected glioma measuring about 40.3 x 33.8 mm (confidence 55.1%).",
             "Positive study: one suspected pituitary tumour, one suspected glioma.",
         ),
     ),
@@ -183,8 +192,8 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
             ]
         ),
         (
-            "Image 1 shows a suspected glioma measuring 35.5 x 28.1 mm.",
-            "Image 2 shows a suspected glioma measuring 20.0 x 16.4 mm.",
+            "Image 1 shows a suspected glioma measuring 35.5 x 28.1 mm (confidence 93.3%).",
+            "Image 2 shows a suspected glioma measuring 20.0 x 16.4 mm (confidence 66.7%).",
             "No tumour was detected on images 3-4.",
             "Positive study: two suspected gliomas.",
         ),
@@ -193,7 +202,7 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
 
 
 def transcript(header: str, lines: list[str], answers: list[str]) -> str:
-    """Fact lines each followed by its answer line; the last answer may still be open."""
+    """Fact lines each followed by its answer line (the worked examples' form)."""
     parts = [header]
     for number, line in enumerate(lines):
         parts.append(line + "\n")
@@ -208,7 +217,8 @@ def prompt_prefix() -> str:
     for facts, answers in EXAMPLES:
         header, lines = fact_lines(facts)
         assert len(lines) == len(answers), header
-        parts.append(transcript(header, lines, list(answers)) + _SEPARATOR)
+        parts.append(transcript(header, [line.text for line in lines], list(answers)))
+        parts.append(_SEPARATOR)
     return "".join(parts)
 
 
@@ -222,25 +232,32 @@ def sections(answers: list[str]) -> dict[str, str]:
 
 def plan(
     facts: StudyFacts, count_tokens: Callable[[str], int], max_prompt_tokens: int
-) -> tuple[str, list[str]]:
+) -> tuple[str, list[FactLine]]:
     """The header and fact lines for ``facts``; past the token budget, tumours are summarised
     ("Not listed: 4 more on images 7-12") rather than listed."""
     budget = max_prompt_tokens - count_tokens(PREFIX)
     header, lines = fact_lines(facts)
     listed = len(facts.tumours)
-    # The answers roughly double the facts: budget for both.
-    while listed > 0 and count_tokens(transcript(header, lines, [])) * 3 > budget:
+    # Each line is asked on its own after the header; the answers roughly double the facts.
+    while listed > 0 and count_tokens(header + "".join(line.text for line in lines)) * 3 > budget:
         listed -= 1
         header, lines = fact_lines(facts, max_tumours=listed)
     return header, lines
 
 
-def next_prompt(header: str, lines: list[str], answers: list[str]) -> Prompt:
-    """The prompt that asks for the answer to ``lines[len(answers)]``."""
-    done = transcript(header, lines[: len(answers) + 1], answers)
-    return Prompt(prefix=PREFIX, request=done + ANSWER, stop=STOP)
+def line_prompt(header: str, line: FactLine) -> Prompt:
+    """The prompt that asks for the answer to one line: the prefix, the study's header and the
+    line, its answer confined to the line's sentences of the report grammar. Every line of a
+    study shares the prefix and the header, so an engine can write them side by side."""
+    return Prompt(
+        prefix=PREFIX,
+        request=f"{header}{line.text}\n{ANSWER}",
+        stop=STOP,
+        constraint=line.constraint(),
+    )
 
 
-def max_new_tokens(line: str, limit: int) -> int:
-    """Room for one answer line: about twice the fact line, at most ``limit``."""
-    return min(limit, 24 + 2 * len(line) // 3)
+def max_new_tokens(line: FactLine, limit: int) -> int:
+    """Room for one answer: its longest allowed text, else about twice the fact line."""
+    longest = max((len(text) for text in line.constraint().answers), default=0)
+    return min(limit, 24 + max(longest // 2, 2 * len(line.text) // 3))

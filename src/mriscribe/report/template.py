@@ -1,17 +1,26 @@
 """The deterministic report: every sentence is built from the study facts and nothing else.
 
-It is the fallback whenever a language model is unavailable and the reference a model's text is
-checked against, so it states only what the facts hold: no locations, no laterality, no
-diagnosis. Plain ASCII punctuation ("x" in sizes) keeps plain-text consumers safe.
+It is the fallback whenever a language model is unavailable, so it states only what the facts
+hold: no locations, no laterality, no diagnosis. Its FINDINGS and IMPRESSION are the first path
+through the report grammar (report/forms.py); the other sections are fixed text filled from the
+facts, and a whole report's other sections must be exactly these.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
-
 from mriscribe.analysis import Report
-from mriscribe.report.facts import FindingFact, ImageFacts, StudyFacts, is_negative_class
+from mriscribe.report.facts import StudyFacts
+from mriscribe.report.forms import template_findings, template_impression
+from mriscribe.report.wording import (
+    ESTIMATED_NOTE,
+    class_kind,
+    images_phrase,
+    number_ranges,
+    percent,
+    size_text,
+    study_result,
+    threshold_text,
+)
 
 SECTIONS = (
     "EXAMINATION",
@@ -21,8 +30,6 @@ SECTIONS = (
     "RECOMMENDATIONS",
     "DISCLAIMER",
 )
-
-ESTIMATED_NOTE = "estimated from default pixel spacing"
 
 # Clinical notes per tumour kind; a class is matched to a kind by its name (see class_kind).
 _NOTES = {
@@ -44,65 +51,6 @@ _GENERIC_NOTE = (
     "no class-specific guidance is built in for this class; clinical correlation and further "
     "imaging as the radiologist advises"
 )
-
-
-def class_kind(class_name: str) -> str | None:
-    """'glioma', 'meningioma', 'pituitary', 'negative' or None (unknown) for a model's class name,
-    whatever its spelling ("glioma_tumor", "Pituitary adenoma", "notumor")."""
-    if is_negative_class(class_name):
-        return "negative"
-    key = re.sub(r"[^a-z]", "", class_name.lower())
-    if "glio" in key:  # glioma, glioblastoma
-        return "glioma"
-    if "mening" in key:
-        return "meningioma"
-    if "pituitar" in key:
-        return "pituitary"
-    return None
-
-
-def number_ranges(numbers: Iterable[int]) -> str:
-    """Image numbers as compact ranges: 1, 2, 3, 5, 7, 8 -> "1-3, 5, 7-8"."""
-    ordered = sorted(set(numbers))
-    parts: list[str] = []
-    start = 0
-    for index in range(1, len(ordered) + 1):
-        if index == len(ordered) or ordered[index] != ordered[index - 1] + 1:
-            first, last = ordered[start], ordered[index - 1]
-            parts.append(str(first) if first == last else f"{first}-{last}")
-            start = index
-    return ", ".join(parts)
-
-
-def images_phrase(numbers: Sequence[int]) -> str:
-    """ "image 3" or "images 1-12, 14, 20-60"."""
-    return f"image {numbers[0]}" if len(numbers) == 1 else f"images {number_ranges(numbers)}"
-
-
-def percent(confidence: float) -> str:
-    """A confidence in [0, 1] as a percentage with one decimal: 0.9123 -> "91.2%"."""
-    return f"{confidence * 100:.1f}%"
-
-
-def threshold_text(threshold: float) -> str:
-    """The confidence threshold as a percentage: 0.25 -> "25%", 0.275 -> "27.5%"."""
-    value = threshold * 100
-    return f"{round(value)}%" if abs(value - round(value)) < 1e-6 else f"{value:.1f}%"
-
-
-def size_text(fact: FindingFact, times: str = "x") -> str:
-    """ "23.4 x 18.0 mm" (width x height of the detection box)."""
-    return f"{fact.width_mm:.1f} {times} {fact.height_mm:.1f} mm"
-
-
-def study_result(facts: StudyFacts) -> str:
-    """'positive' (a tumour detected), 'negative' (every image classified as no tumour) or
-    'indeterminate' (some or all images without any detection above the threshold, or none)."""
-    if facts.positive:
-        return "positive"
-    if facts.negative_images and not facts.unremarkable_images:
-        return "negative"
-    return "indeterminate"
 
 
 def template_report(facts: StudyFacts, *, model_name: str, model_version: str = "") -> Report:
@@ -171,132 +119,12 @@ def _technique(facts: StudyFacts, detector: str) -> str:
     return "\n".join(lines)
 
 
-def _finding_line(fact: FindingFact) -> str:
-    if fact.size_estimated:
-        size = f"approximately {size_text(fact)} ({ESTIMATED_NOTE})"
-    else:
-        size = f"measuring {size_text(fact)}"
-    return (
-        f"Image {fact.image_number}: {fact.class_name}, confidence {percent(fact.confidence)}, "
-        f"{size}."
-    )
-
-
-def _negative_names(images: Iterable[ImageFacts]) -> str:
-    names = dict.fromkeys(fact.class_name for image in images for fact in image.negatives)
-    return "/".join(names) or "No Tumor"
-
-
 def _findings(facts: StudyFacts) -> str:
-    if not facts.images:
-        return "No images were analysed."
-    tumours = facts.tumours
-    positive = facts.positive_images
-    lines: list[str] = []
-    if tumours:
-        where = _on_images(len(positive), facts.image_count)
-        if facts.image_count > 1:
-            where += f" ({images_phrase(positive)})"
-        lines.append(f"Tumour detections: {len(tumours)} {where}.")
-    else:
-        lines.append("Tumour detections: none.")
-    for image in facts.images:
-        if image.status != "positive":
-            continue
-        lines.extend(_finding_line(fact) for fact in image.tumours)
-        # A tumour and the no-tumour class on one slice disagree: say so rather than hide it.
-        lines.extend(
-            f"Image {image.number}: also classified {fact.class_name}, confidence "
-            f"{percent(fact.confidence)} (conflicting detections on this image)."
-            for fact in image.negatives
-        )
-    negatives = facts.negative_images
-    if negatives:
-        negative_images = [image for image in facts.images if image.status == "negative"]
-        lines.append(
-            f"No tumour detected (classified {_negative_names(negative_images)}): "
-            f"{images_phrase(negatives)}."
-        )
-    empty = facts.unremarkable_images
-    if empty:
-        lines.append(
-            f"No detection above the {threshold_text(facts.conf_threshold)} threshold "
-            f"(indeterminate, not a normal result): {images_phrase(empty)}."
-        )
-    return "\n".join(lines)
-
-
-def _on_images(count: int, total: int) -> str:
-    if total == 1:
-        return "on the image"
-    if count == total:
-        return f"on all {total} images"
-    return f"on {count} of {total} images"
+    return "\n".join(bound.render() for bound in template_findings(facts))
 
 
 def _impression(facts: StudyFacts) -> str:
-    result = study_result(facts)
-    total = facts.image_count
-    threshold = threshold_text(facts.conf_threshold)
-    if total == 0:
-        return "No images were analysed; no result."
-    negatives, empty = facts.negative_images, facts.unremarkable_images
-    if result == "positive":
-        positive = facts.positive_images
-        counts = ", ".join(f"{name} ({count})" for name, count in facts.counts_by_class.items())
-        tumours = len(facts.tumours)
-        where = _on_images(len(positive), total)
-        if total > 1:
-            where += f" ({images_phrase(positive)})"
-        lines = [
-            f"Positive study: the automated system detected "
-            f"{_plural(tumours, 'suspected tumour')} {where}: {counts}."
-        ]
-        largest = facts.largest
-        if largest is not None:
-            estimated = f" ({ESTIMATED_NOTE})" if largest.size_estimated else ""
-            label = "Largest lesion" if tumours > 1 else "Lesion size"
-            lines.append(
-                f"{label}: {largest.class_name} on image {largest.image_number}, "
-                f"{size_text(largest)}, longest box side {largest.max_diameter_mm:.1f} mm"
-                f"{estimated}."
-            )
-        if len(facts.classes_detected) > 1:
-            lines.append(
-                f"More than one tumour class was detected ({', '.join(facts.classes_detected)}): "
-                "the classification of each lesion needs radiologist confirmation."
-            )
-        if negatives:
-            lines.append(
-                f"No tumour was detected by the automated system on {images_phrase(negatives)}."
-            )
-        if empty:
-            lines.append(
-                f"{images_phrase(empty).capitalize()}: no detection above the {threshold} "
-                "threshold (indeterminate)."
-            )
-        return "\n".join(lines)
-    if result == "negative":
-        detail = f"classified {_negative_names(facts.images)}"
-        scope = "on the image" if total == 1 else f"on any of the {total} images"
-        return (
-            f"Negative study: no tumour was detected by the automated system {scope} "
-            f"({detail}).\nAn automated negative result does not exclude a tumour."
-        )
-    if negatives:
-        negative_images = [image for image in facts.images if image.status == "negative"]
-        return (
-            "Indeterminate study: no tumour was detected by the automated system, but only "
-            f"{images_phrase(negatives)} classified {_negative_names(negative_images)}; "
-            f"{images_phrase(empty)} had no detection above the {threshold} threshold "
-            "(neither a tumour nor a no-tumour classification), so this is not a normal result."
-        )
-    return (
-        "Indeterminate study: no tumour was detected by the automated system, but "
-        f"{'the image' if total == 1 else 'no image'} had "
-        f"{'no' if total == 1 else 'any'} detection above the {threshold} threshold "
-        "(neither a tumour nor a no-tumour classification), so this is not a normal result."
-    )
+    return "\n".join(bound.render() for bound in template_impression(facts))
 
 
 def _recommendations(facts: StudyFacts) -> str:
@@ -332,3 +160,17 @@ def _disclaimer(detector: str) -> str:
         "a diagnosis: the system can miss tumours and can report false positives. This report "
         "must be reviewed by a qualified radiologist before any clinical use."
     )
+
+
+__all__ = [
+    "ESTIMATED_NOTE",
+    "SECTIONS",
+    "class_kind",
+    "images_phrase",
+    "number_ranges",
+    "percent",
+    "size_text",
+    "study_result",
+    "template_report",
+    "threshold_text",
+]

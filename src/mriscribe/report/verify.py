@@ -1,142 +1,61 @@
-"""The faithfulness check: a report text is accepted only if every claim in it is in the facts.
+"""The faithfulness check: a parser of the report grammar, bound to the study's facts.
 
-A language model's text reaches a reader only after this check accepts it. The check is strict
-and literal: it names every detected tumour class and no other; it never calls a positive study
-negative or normal; every size, confidence, count and image number matches the facts within
-the rounding it was written with; it states no location, side, imaging feature or patient detail
-(the facts hold none); and it is on topic, complete and not repetitive. Phrasing it cannot read
-is rejected, never waved through: the template report is always there instead.
+A text is accepted only if it reads completely as sentences of the grammar (report/forms.py)
+bound to this study's facts, states every tumour and the study's result, and repeats nothing.
+A sentence the grammar does not yield is rejected whatever it says: there is no list of bad
+phrasings to slip past. A whole report is checked section by section: its FINDINGS and
+IMPRESSION this way, the other sections against exactly what the template makes of the facts.
 """
 
 from __future__ import annotations
 
-import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mriscribe.report.claims import (
-    TUMOUR_WORDS,
-    Clause,
-    normalise,
-    parse_clauses,
-    sentences,
-)
-from mriscribe.report.facts import FindingFact, ImageFacts, StudyFacts
-from mriscribe.report.template import class_kind, study_result
+from mriscribe.report.facts import StudyFacts
+from mriscribe.report.forms import FORMS, RESULT, Bound, bound_forms, tumour_key
+from mriscribe.report.grammar import Form
+from mriscribe.report.template import SECTIONS, template_report
 
 MIN_CHARS = 15
-
-_LOCATIONS = (
-    r"left|right|bilateral(?:ly)?|unilateral|midline|contralateral|ipsilateral|frontal|parietal|"
-    r"temporal|occipital|insula[r]?|cerebell(?:ar|um)|brain\s*stem|brainstem|pons|pontine|"
-    r"midbrain|medulla|thalam(?:us|ic)|hypothalam(?:us|ic)|basal\s+ganglia|corpus\s+callosum|"
-    r"ventric(?:le|les|ular)|periventricular|intraventricular|sella[r]?|suprasellar|parasellar|"
-    r"cavernous|optic|chiasm(?:a|atic)?|convexity|falx|falcine|tentorium|tentorial|"
-    r"hemispher(?:e|es|ic)|lobes?|cortex|cortical|subcortical|sulc(?:us|i)|gyr(?:us|i)|"
-    r"anterior|posterior|superior|inferior|medial|lateral|dorsal|ventral|supratentorial|"
-    r"infratentorial|extra-?axial|intra-?axial|dural|dura|skull\s+base|cerebellopontine|"
-    r"gland|fossa|cistern|upper|lower|central|peripheral|quadrant|region|para\w+|sagittal|"
-    r"coronal|axial|vertex|skull|scalp|orbits?|orbital|spinal|cranial|intracranial|"
-    r"posterior\s+fossa|deep|surface|adjacent|near|within\s+the|arising|originating"
-)
-_FEATURES = (
-    r"enhanc\w*|oedema|edema|mass\s+effect|midline\s+shift|herniation|necro\w+|haemorrh\w*|"
-    r"hemorrh\w*|bleed\w*|calcif\w+|cystic|solid|infiltrat\w*|invasi\w+|invad\w+|"
-    r"hydrocephal\w*|malignan\w*|benign|grade|high-grade|low-grade|aggressive|heterogene\w*|"
-    r"homogene\w*|hyperintens\w*|hypointens\w*|isointens\w*|restricted\s+diffusion|vasogenic|"
-    r"compress\w*|displac\w*|effacement|spread|metasta\w*|growth|grown|growing|stable|progress\w*|"
-    r"prior|previous|previously|unchanged|compared|comparison|interval|new|increased|decreased|"
-    r"recurr\w*|residual|post-?operative|resect\w*|surgery|surgical"
-)
-_PATIENT = (
-    r"\d+[- ]year[- ]old|year-old|male|female|man|woman|boy|girl|he|she|his|her|him|history|"
-    r"symptoms?|symptomatic|headaches?|seizures?|complain\w*|presented|presents|presenting|"
-    r"age|aged|pregnan\w*|patients?|person|subject|individual|coma"
-)
-_OVERCLAIM = (
-    r"confirmed|confirms|definite|definitely|certain|certainly|diagnosed|proven|biopsy|"
-    r"false\s+positives?|artefacts?|artifacts?|ignored?|disregard\w*|spurious|lethal|fatal|"
-    r"death|prognos\w*|survival|curable|incurable|ruled?\s+out|rules\s+out|discharg\w*|"
-    r"reassur\w*|no\s+further\s+action|urgent\w*|emergency"
-)
-# Counts that are not numbers, and references the facts cannot check.
-_VAGUE = (
-    r"multiple|several|numerous|many|various|few|some|countless|last|final|latter|former|"
-    r"middle|previous|next|remaining\s+images?"
-)
-_OFF_TOPIC_LINE = re.compile(
-    r"^\s*(?:question|questions|answer|answers|exercise|exercises|quiz|solution|user|assistant|"
-    r"human|system|ai|bot|model|q|a|instruction|instructions|input|output|response|example|"
-    r"step\s*\d+|note|task|prompt|context|facts?|data)\s*\d*\s*[:.)]",
-    re.IGNORECASE | re.MULTILINE,
-)
-_OFF_TOPIC = re.compile(
-    r"follow-?up\s+exercises?|multiple[- ]choice|true\s+or\s+false|\b(?:explain|describe|discuss|"
-    r"calculate|compute|list|name|identify|choose|select|write|summari[sz]e)\b(?=\s+(?:the|a|an|"
-    r"what|how|why|which|your|each|all|three|two))|\bhope\s+this\s+helps\b|\bhere\s+is\b|"
-    r"\bhere's\b|\bsure\b[,!]|\bthank|\bfeel\s+free\b|\bplease\b|\bcertainly!|\blet\s+me\b|"
-    r"\blet's\b|\bas\s+an\s+ai\b|\blanguage\s+model\b|\bopenai\b|\bchatgpt\b",
-    re.IGNORECASE,
-)
-_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|me|my|mine|we|we're|our|ours|us|you|your|yours)\b")
-_MARKUP = re.compile(r"https?://|www\.|```|<\s*/?\s*[a-z]|[{}\[\]]|#{1,}|\*\*|__|\|", re.IGNORECASE)
-_NUMBERED_LIST = re.compile(r"^\s*(?:\d+|[a-d])[.)]\s", re.MULTILINE)
-_HEADING = re.compile(
-    r"^\s*(?:findings?|impression|conclusion|summary|narrative)\s*:\s*", re.IGNORECASE
-)
-_DOMAIN = re.compile(
-    r"\b(?:image|images|slice|slices|tumou?rs?|lesions?|mass|masses|detect\w*|findings?|"
-    r"stud(?:y|ies)|scan|mri|confidence|automated|radiologist\w*|result|threshold|classif\w*|"
-    r"class|classes|size|sizes|measur\w*|estimat\w*|spacing|review|indeterminate|negative|"
-    r"positive)\b|\u27e6|mm\b",
-    re.IGNORECASE,
-)
-_NEGATION = re.compile(
-    r"\b(?:no|not|none|without|neither|nor|absent|free\s+of|negative|excluded?|nothing)\b",
-    re.IGNORECASE,
-)
-_TUMOUR_NOUN = re.compile(
-    r"\b(?:tumou?rs?|lesions?|mass|masses|neoplasms?|detections?|detected|abnormalit(?:y|ies)|"
-    r"nodules?|findings?)\b",
-    re.IGNORECASE,
-)
-_HEDGE = re.compile(
-    r"\b(?:about|approximately|approx|around|roughly|estimated?|estimates)\b|~|\u2248", re.I
-)
-_NO_DETECTION = re.compile(r"\bno\s+detections?\b|\bnothing\s+(?:was\s+)?detected\b", re.I)
-_OTHER = re.compile(r"\b(?:other|further|additional|else|remaining|elsewhere|more)\b", re.I)
-_DANGLING = {
-    "and",
-    "or",
-    "the",
-    "a",
-    "an",
-    "of",
-    "with",
-    "on",
-    "in",
-    "to",
-    "at",
-    "by",
-    "x",
-    "measuring",
-    "is",
-    "are",
-    "was",
-    "were",
-    "confidence",
-    "image",
-    "images",
-    "approximately",
-    "about",
+_HEADING = re.compile(r"^\s*(?:findings?|impression)\s*:\s*", re.IGNORECASE)
+_SECTION = re.compile(r"^([A-Z][A-Z ]+):[ \t]*$", re.MULTILINE)
+_BOUNDARY = re.compile(r"(?<=[.!?;])\s+(?=[A-Z(\"'])")
+_DETECTOR = re.compile(r"^Automated detection with (.+?) at a confidence threshold of ")
+_KEY = 14  # sentences are indexed by their first characters
+_ASCII = {
+    "\u00d7": "x",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2011": "-",
+    "\u2019": "'",
+    "\u2018": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u00a0": " ",
 }
-_OPS: dict[str, Callable[[int, int], bool]] = {
-    "=": operator.eq,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
+_SLOT_WORDS = {
+    "image": "an image number",
+    "images": "image numbers",
+    "negative_images": "image numbers",
+    "empty_images": "image numbers",
+    "kind": "a tumour class",
+    "class_name": "a class",
+    "size": "a size",
+    "longest": "a size",
+    "confidence": "a confidence",
+    "threshold": "a threshold",
+    "count": "a count",
+    "total": "an image count",
+    "positive_count": "an image count",
+    "hedge": "a size as a measurement or an estimate",
+    "counts": "counts by class",
+    "class_counts": "counts by class",
+    "classes": "classes",
+    "negative_names": "a class",
+    "tumours": "a count",
+    "were": "a count",
 }
 
 
@@ -150,20 +69,16 @@ class Verdict:
 
 def reason_kind(reason: str) -> str:
     """A reason without what it quotes from the text (a rejected text's words and numbers must
-    not reach a reader through the fallback reason): "states a size (30 x 22 mm) that ..." ->
+    not reach a reader through the fallback reason): "states a size ('30 x 22 mm') that ..." ->
     "states a size"."""
     return re.split(r"\s*\(|\s*'|:\s*'", reason, maxsplit=1)[0].strip(" :;,")
 
 
-def fact_kind(class_name: str) -> str:
-    """The kind a class name is compared by: glioma / meningioma / pituitary, else its letters."""
-    kind = class_kind(class_name)
-    if kind is not None:
-        return kind
-    for word in re.findall(r"[a-z]+", class_name.lower()):
-        if word in TUMOUR_WORDS:
-            return TUMOUR_WORDS[word]
-    return "class:" + re.sub(r"[^a-z0-9]", "", class_name.lower())
+def normalise(text: str) -> str:
+    """Unicode punctuation to ASCII and every run of blanks to one space, per line."""
+    for old, new in _ASCII.items():
+        text = text.replace(old, new)
+    return "\n".join(" ".join(line.split()) for line in text.splitlines())
 
 
 def max_chars_for(facts: StudyFacts) -> int:
@@ -171,294 +86,156 @@ def max_chars_for(facts: StudyFacts) -> int:
     return 900 + 220 * min(len(facts.tumours), 200) + 40 * min(facts.image_count, 200)
 
 
+class _Grammar:
+    """One study's bound grammar, indexed for reading: every sentence it yields, by its start."""
+
+    def __init__(self, facts: StudyFacts) -> None:
+        self.bound = bound_forms(facts)
+        self.index: dict[str, list[tuple[str, Bound]]] = {}
+        for bound in self.bound:
+            for sentence in bound.sentences():
+                self.index.setdefault(sentence[:_KEY], []).append((sentence, bound))
+        for entries in self.index.values():
+            entries.sort(key=lambda entry: -len(entry[0]))  # the longest sentence first
+
+    def match(self, text: str, position: int) -> tuple[str, Bound] | None:
+        """The longest bound sentence at ``position`` that ends there or before a blank."""
+        for sentence, bound in self.index.get(text[position : position + _KEY], ()):
+            end = position + len(sentence)
+            if text.startswith(sentence, position) and (end == len(text) or text[end] == " "):
+                return sentence, bound
+        return None
+
+
 def verify_text(text: str, facts: StudyFacts, *, max_chars: int | None = None) -> Verdict:
-    """Check ``text`` (narrative prose, optionally under Findings:/Impression: headings)."""
-    reasons: list[str] = []
+    """Check a narrative (FINDINGS and IMPRESSION prose, optionally under Findings:/Impression:
+    headings) against ``facts``."""
     text = normalise(text).strip()
     limit = max_chars or max_chars_for(facts)
     if len(text) < MIN_CHARS:
         return Verdict(False, ("the text is empty or too short",))
+    reasons: list[str] = []
     if len(text) > limit:
         reasons.append(f"the text is too long ({len(text)} characters, limit {limit})")
-    reasons.extend(_off_topic(text))
-    body = "\n".join(_HEADING.sub("", line) for line in text.splitlines())
-    reasons.extend(_shape(body))
-    reasons.extend(_content(body, facts))
+    body = " ".join(_HEADING.sub("", line) for line in text.splitlines() if line.strip())
+    body = " ".join(body.split())
+    grammar = _Grammar(facts)
+    covered: set[str] = set()
+    seen: set[str] = set()
+    position = 0
+    while position < len(body):
+        found = grammar.match(body, position)
+        if found is None:
+            sentence = _BOUNDARY.split(body[position:], maxsplit=1)[0]
+            reasons.append(_why_not(sentence, grammar.bound))
+        else:
+            sentence, bound = found
+            covered |= bound.covers
+            if sentence in seen:
+                reasons.append(f"repetition: a sentence is repeated ('{sentence[:60]}')")
+            seen.add(sentence)
+        position += len(sentence)
+        while position < len(body) and body[position] == " ":
+            position += 1
+    reasons.extend(_missing(facts, covered))
     unique = tuple(dict.fromkeys(reasons))
     return Verdict(not unique, unique)
 
 
-def _off_topic(text: str) -> list[str]:
+def _missing(facts: StudyFacts, covered: set[str]) -> list[str]:
+    """What the text must state and does not: every tumour, and the study's result."""
     reasons = []
-    if "?" in text:
-        reasons.append("off-topic: the text asks a question")
-    line = _OFF_TOPIC_LINE.search(text)
-    if line:
-        reasons.append(f"off-topic: a chat, quiz or prompt line ('{line.group(0).strip()}')")
-    phrase = _OFF_TOPIC.search(text)
-    if phrase:
-        reasons.append(f"off-topic: '{phrase.group(0).strip()}'")
-    person = _PERSON.search(text.lower())
-    if person:
-        reasons.append(f"off-topic: speaks in the first or second person ('{person.group(0)}')")
-    if _MARKUP.search(text):
-        reasons.append("off-topic: markup, links or brackets")
-    if _NUMBERED_LIST.search(text):
-        reasons.append("off-topic: a numbered list")
+    for image in facts.images:
+        for fact in image.tumours:
+            if tumour_key(fact, image) not in covered:
+                reasons.append(
+                    f"does not state the detected {fact.class_name} on image {image.number}"
+                )
+    if RESULT not in covered:
+        reasons.append("does not state the study's result")
     return reasons
 
 
-def _shape(text: str) -> list[str]:
-    reasons = []
-    stripped = text.rstrip()
-    if not re.search(r"[.!][)\"']?$", stripped):
-        reasons.append("cut off: the text does not end with a full sentence")
-    else:
-        last = re.findall(r"[A-Za-z0-9]+", stripped[-40:])
-        if last and last[-1].lower() in _DANGLING:
-            reasons.append(f"cut off: the last sentence ends on '{last[-1]}'")
-    if text.count("(") != text.count(")"):
-        reasons.append("cut off: unbalanced parentheses")
-    seen: set[str] = set()
-    for sentence in sentences(text):
-        key = re.sub(r"\s+", " ", sentence.lower()).strip(" .")
-        if len(key) >= 12 and key in seen:
-            reasons.append(f"repetition: a sentence is repeated ('{sentence[:60]}')")
-            break
-        seen.add(key)
-    loop = re.search(r"\b(\w+(?:\W+\w+){2,})\W+\1\b", text, re.IGNORECASE)
-    if loop:
-        reasons.append(f"repetition: '{loop.group(1)[:60]}' repeats")
-    return reasons
+def _why_not(sentence: str, bound: list[Bound]) -> str:
+    """Why a sentence is not in the study's grammar: it has no form at all, its form does not
+    apply to this study, or a slot states what its facts do not hold."""
+    shown = sentence[:80]
+    for form in FORMS:
+        parsed = form.read(sentence)
+        if parsed is None:
+            continue
+        candidates = [b for b in bound if b.form is form]
+        if not candidates:
+            return f"a {form.name} sentence, which the findings do not allow ('{shown}')"
+        wrong = min((_wrong_slots(parsed.values, candidate) for candidate in candidates), key=len)
+        if not wrong:  # every slot has a bound spelling, but not in this combination
+            return f"a {form.name} sentence that mixes the facts of different findings ('{shown}')"
+        words = ", ".join(dict.fromkeys(_SLOT_WORDS.get(slot, slot) for slot in wrong))
+        return f"a {form.name} sentence states {words} that the findings do not hold ('{shown}')"
+    return f"a sentence outside the report grammar ('{shown}')"
 
 
-def _words(pattern: str, text: str) -> list[str]:
-    return [m.group(0) for m in re.finditer(rf"\b(?:{pattern})\b", text, re.IGNORECASE)]
-
-
-def _content(text: str, facts: StudyFacts) -> list[str]:
-    reasons: list[str] = []
-    result = study_result(facts)
-    lowered = text.lower()
-    for label, pattern in (
-        ("a location or side that the findings do not contain", _LOCATIONS),
-        ("an imaging feature that the findings do not contain", _FEATURES),
-        ("a patient detail that the findings do not contain", _PATIENT),
-        ("a judgement the detector cannot give", _OVERCLAIM),
-        ("a count or reference the findings cannot check", _VAGUE),
-    ):
-        found = _words(pattern, text)
-        if found:
-            words = ", ".join(dict.fromkeys(w.lower() for w in found))
-            reasons.append(f"states {label} ({words})")
-    spelled = re.findall(
-        r"\b(?:(?:twen|thir|for|fif|six|seven|eigh|nine)ty|hundred|thousand|thirteen|fourteen|"
-        r"fifteen|sixteen|seventeen|eighteen|nineteen|half|quarter|dozen)\w*\b",
-        lowered,
-    )
-    if spelled:
-        reasons.append(f"states a number in words ({', '.join(dict.fromkeys(spelled))})")
-    known = {w for w in TUMOUR_WORDS} | {
-        word for f in facts.tumours for word in re.findall(r"[a-z]+", f.class_name.lower())
-    }
-    unknown = [w for w in re.findall(r"\b[a-z]+omas?\b", lowered) if w not in known]
-    if unknown:
-        reasons.append(f"names a tumour type the detector does not report ({unknown[0]})")
-    for match in re.finditer(r"\b(?:normal|unremarkable|healthy|clear|clean)\b", lowered):
-        before = re.split(r"[.:;\n]", lowered[max(0, match.start() - 30) : match.start()])[-1]
-        if not re.search(r"\b(?:not|never|no)\b(?:\W+\w+){0,3}\W*$", before):
-            reasons.append(f"calls something '{match.group(0)}': an automated read never can")
-            break
-    for match in re.finditer(
-        r"\b(positive|negative|indeterminate)\s+(?:study|scan|examination)", lowered
-    ):
-        if match.group(1) != result:
-            reasons.append(f"calls the study {match.group(1)}, but it is {result}")
-
-    negative_names = {f.class_name for image in facts.images for f in image.negatives}
-    negative_names.add("No Tumor")
-    clauses = [
-        clause
-        for sentence in sentences(text)
-        for clause in _sentence_clauses(sentence, negative_names, reasons)
+def _wrong_slots(values: dict[str, str], candidate: Bound) -> list[str]:
+    return [
+        slot
+        for slot, value in values.items()
+        if value not in candidate.binding.get(slot, ()) and _SLOT_WORDS.get(slot)
     ]
-    detected = {fact_kind(f.class_name): f.class_name for f in facts.tumours}
-    literal = {
-        "class:" + re.sub(r"[^a-z0-9]", "", name.lower()): name
-        for name in detected.values()
-        if fact_kind(name).startswith("class:")
-    }
-    for clause in clauses:
-        for kind, name in literal.items():
-            if re.search(rf"\b{re.escape(name)}\b", clause.text, re.IGNORECASE):
-                clause.kinds.append(kind)
-    named = {kind for clause in clauses for kind in clause.kinds}
-    for kind in sorted(named - set(detected)):
-        if facts.positive:
-            reasons.append(f"names {kind.removeprefix('class:')}, which was not detected")
-        else:
-            reasons.append(f"names a tumour ({kind.removeprefix('class:')}), but none was detected")
-    for kind in sorted(set(detected) - named):
-        reasons.append(f"does not name the detected {detected[kind]}")
-    for kind in sorted({k for c in clauses for k in c.negated_kinds} - named):
-        if kind not in detected:
-            reasons.append(f"names {kind} (as absent), which the findings do not mention")
-    for clause in clauses:
-        reasons.extend(_clause_problems(clause, facts))
-    if facts.positive and not any(_is_positive(c) for c in clauses):
-        reasons.append("does not say that a tumour was detected")
-    if not facts.positive and facts.images and not any(_is_absence(c) for c in clauses):
-        reasons.append("does not say that no tumour was detected")
-    return reasons
 
 
-def _sentence_clauses(sentence: str, negative_names: set[str], reasons: list[str]) -> list[Clause]:
-    clauses = parse_clauses(sentence, negative_names)
-    if not any(_DOMAIN.search(clause.text) for clause in clauses):
-        reasons.append(f"off-topic sentence ('{sentence[:60]}')")
-    return clauses
+# Whole reports -------------------------------------------------------------------------------
 
 
-def _plain(clause: Clause) -> str:
-    return re.sub(r"\u27e6\d+\u27e7", " ", clause.text)
+def split_sections(text: str) -> dict[str, str] | None:
+    """A whole report's sections ("TITLE:" lines, as Report.text writes them), or None when the
+    text has no FINDINGS and IMPRESSION headings (a narrative on its own)."""
+    headings = list(_SECTION.finditer(text))
+    names = [match.group(1) for match in headings]
+    if "FINDINGS" not in names or "IMPRESSION" not in names:
+        return None
+    sections: dict[str, str] = {}
+    for index, match in enumerate(headings):
+        end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
+        sections[match.group(1)] = text[match.end() : end].strip()
+    return sections
 
 
-def _is_absence(clause: Clause) -> bool:
-    plain = _plain(clause)
-    return (
-        bool(_NEGATION.search(plain))
-        and (bool(_TUMOUR_NOUN.search(plain)) or bool(clause.negated_kinds))
-        and not clause.kinds
-    )
-
-
-def _is_positive(clause: Clause) -> bool:
-    plain = _plain(clause)
-    if clause.kinds:
-        return True
-    if _NEGATION.search(plain):
-        return False
-    return bool(_TUMOUR_NOUN.search(plain) or re.search(r"\bpositive\b", plain, re.I))
-
-
-def _clause_problems(clause: Clause, facts: StudyFacts) -> list[str]:
+def verify_report(sections: dict[str, str], facts: StudyFacts) -> Verdict:
+    """Check every section of a whole mriscribe report: FINDINGS and IMPRESSION by the grammar,
+    the others against exactly what the template makes of ``facts`` (the detector's name is read
+    from the TECHNIQUE section; every other word of those sections must be the template's)."""
     reasons: list[str] = []
-    total = facts.image_count
-    by_image = {image.number: image for image in facts.images}
-    for number in clause.images:
-        if number not in by_image:
-            reasons.append(f"refers to image {number}, but the study has {total} image(s)")
-    images = [by_image[n] for n in clause.images if n in by_image]
-    absence = _is_absence(clause)
-    positive = _is_positive(clause)
-    if positive and not facts.positive:
-        reasons.append(f"describes a tumour, but none was detected ('{_plain(clause)[:60]}')")
-    other = _OTHER.search(_plain(clause))
-    if absence and facts.positive and not images and not other and not clause.classified_negative:
-        reasons.append("says no tumour was detected, but the study is positive")
-    for kind in dict.fromkeys(clause.kinds):
-        if images and not any(kind in _kinds(image) for image in images):
-            where = ", ".join(str(image.number) for image in images)
-            reasons.append(f"puts {kind} on image {where}, which has no such detection")
-    for image in images:
-        kinds = _kinds(image)
-        if clause.kinds:
-            named = set(clause.group_kinds or clause.kinds) | set(clause.kinds)
-            if not kinds & named:
-                shown = ", ".join(sorted(named))
-                reasons.append(f"puts {shown} on image {image.number}, which has no such detection")
-        elif positive and image.status != "positive":
-            reasons.append(f"describes a tumour on image {image.number}, which has none")
-        if absence:
-            negated = set(clause.negated_kinds)
-            if (negated and negated & kinds) or (not negated and image.status == "positive"):
-                reasons.append(f"says image {image.number} has no tumour, but it has one")
-        if _NO_DETECTION.search(_plain(clause)) and image.status != "no finding":
-            reasons.append(f"says image {image.number} had no detection, but it had one")
-        if clause.classified_negative and not image.negatives:
-            reasons.append(f"says image {image.number} was classified no tumour, but it was not")
-    bound = _bound_findings(clause, facts)
-    tumours = [f for f in bound if f in facts.tumours] or (
-        [] if clause.images or clause.kinds else list(facts.tumours)
+    if list(sections) != list(SECTIONS):
+        missing = [name for name in SECTIONS if name not in sections]
+        extra = [name for name in sections if name not in SECTIONS]
+        if missing:
+            reasons.append(f"the report lacks the section(s) {', '.join(missing)}")
+        if extra:
+            reasons.append(f"the report has section(s) a report cannot have ({', '.join(extra)})")
+        if not missing and not extra:
+            reasons.append("the report's sections are out of order")
+    technique = normalise(sections.get("TECHNIQUE", ""))
+    detector = _DETECTOR.match(technique)
+    template = template_report(facts, model_name=detector.group(1) if detector else "?")
+    for name in SECTIONS:
+        if name in ("FINDINGS", "IMPRESSION") or name not in sections:
+            continue
+        if normalise(sections[name]).strip() != normalise(template.sections[name]).strip():
+            reasons.append(f"the {name} section is not what the template makes of the findings")
+    narrative = "\n".join(
+        f"{name.capitalize()}:\n{sections[name]}"
+        for name in ("FINDINGS", "IMPRESSION")
+        if name in sections
     )
-    for values, tol in zip(clause.sizes, clause.size_tolerances, strict=True):
-        shown = " x ".join(f"{v:g}" for v in values)
-        matching = [f for f in tumours if _size_matches(values, tol, f)]
-        if not matching:
-            reasons.append(f"states a size ({shown} mm) that no matching detection has")
-        elif all(f.size_estimated for f in matching) and not _HEDGE.search(clause.text):
-            # No pixel spacing in the file: the size is an estimate and must read as one.
-            reasons.append(f"states an estimated size ({shown} mm) as a measurement")
-    confidences = [f.confidence * 100 for f in bound or _all_findings(facts)]
-    confidences.append(facts.conf_threshold * 100)
-    for value, tol in clause.percents:
-        if not any(abs(value - c) <= tol for c in confidences):
-            reasons.append(f"states a percentage ({value:g}%) that is not in the findings")
-    for noun, number, comparison in clause.counts:
-        allowed = _allowed_counts(noun, clause, facts)
-        if not any(_OPS[comparison](value, number) for value in allowed):
-            reasons.append(
-                f"states a count ({comparison.strip('=') or ''}{number} "
-                f"{noun.removeprefix('kind:')}) that does not match the findings"
-            )
-    for value in clause.image_totals:
-        if value != total:
-            reasons.append(f"says the study has {value} images, but it has {total}")
-    for number in clause.unexplained_numbers:
-        reasons.append(f"states a number ({number}) that the findings do not explain")
-    return reasons
+    if narrative:
+        reasons.extend(verify_text(narrative, facts).reasons)
+    unique = tuple(dict.fromkeys(reasons))
+    return Verdict(not unique, unique)
 
 
-def _kinds(image: ImageFacts) -> set[str]:
-    return {fact_kind(f.class_name) for f in image.tumours}
-
-
-def _all_findings(facts: StudyFacts) -> list[FindingFact]:
-    return [f for image in facts.images for f in (*image.tumours, *image.negatives)]
-
-
-def _bound_findings(clause: Clause, facts: StudyFacts) -> list[FindingFact]:
-    """The findings a clause speaks of: those on its images, of its classes."""
-    found = _all_findings(facts)
-    if clause.images:
-        found = [f for f in found if f.image_number in clause.images]
-    if clause.kinds:
-        found = [f for f in found if fact_kind(f.class_name) in clause.kinds]
+def forms_of(sentences: Iterable[str]) -> list[Form | None]:
+    """The form each sentence has (with any slot values), or None: for tests and tools."""
+    found: list[Form | None] = []
+    for sentence in sentences:
+        found.append(next((form for form in FORMS if form.read(sentence) is not None), None))
     return found
-
-
-def _size_matches(values: Sequence[float], tol: float, fact: FindingFact) -> bool:
-    sides = (fact.width_mm, fact.height_mm)
-    if len(values) == 1:
-        return any(abs(values[0] - side) <= tol for side in (*sides, fact.max_diameter_mm))
-    return any(
-        all(abs(v - s) <= tol for v, s in zip(values, order, strict=True))
-        for order in (sides, sides[::-1])
-    )
-
-
-def _allowed_counts(noun: str, clause: Clause, facts: StudyFacts) -> set[int]:
-    tumours = facts.tumours
-    on_images = [f for f in tumours if f.image_number in clause.images]
-    if noun == "image":
-        statuses = (
-            facts.positive_images,
-            facts.negative_images,
-            facts.unremarkable_images,
-            facts.negative_images + facts.unremarkable_images,
-        )
-        return {facts.image_count, len(clause.images), *(len(s) for s in statuses)}
-    if noun == "class":
-        return {len(facts.classes_detected)}
-    if noun.startswith("kind:"):
-        kind = noun.removeprefix("kind:")
-        return {
-            sum(fact_kind(f.class_name) == kind for f in tumours),
-            sum(fact_kind(f.class_name) == kind for f in on_images),
-        } - ({0} if clause.images and on_images else set())
-    per_kind = {fact_kind(f.class_name) for f in tumours}
-    allowed = {len(tumours), len(_all_findings(facts))}
-    allowed |= {sum(fact_kind(f.class_name) == k for f in tumours) for k in per_kind}
-    if clause.images:
-        allowed.add(len(on_images))
-    return allowed

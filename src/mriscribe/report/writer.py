@@ -27,18 +27,12 @@ from mriscribe.report.engines import (
     EngineLoadError,
     GenerationError,
     ReportEngine,
+    generate_all,
     load_engine,
     missing_packages,
 )
 from mriscribe.report.facts import StudyFacts
-from mriscribe.report.prompt import (
-    PREFIX,
-    answers_line,
-    max_new_tokens,
-    next_prompt,
-    plan,
-    sections,
-)
+from mriscribe.report.prompt import PREFIX, line_prompt, max_new_tokens, plan, sections
 from mriscribe.report.template import template_report
 from mriscribe.report.verify import reason_kind, verify_text
 from mriscribe.settings import Settings
@@ -89,6 +83,7 @@ class ReportWriter:
         self.last_fallback: str | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-writer")
         self._counts_lock = threading.Lock()
+        self._running_deadline: float | None = None  # of the report the engine is writing
         if engines is not None:  # already loaded (a caller's own engine, or tests)
             self.engine = engines[0] if engines else None
             self.links = [
@@ -178,10 +173,16 @@ class ReportWriter:
                 "deadline (the time went on the upload and on waiting for the service)"
             )
             return self._fallback(template, reason)
+        running = self._running_deadline
+        if running is not None and time.monotonic() > running:
+            # The engine is still on a report whose deadline has passed (stuck, or overrunning):
+            # this one would only queue behind it.
+            reason = "the language model is still busy with an earlier report past its deadline"
+            return self._fallback(template, reason)
         engine_deadline = deadline - _RESERVE_S
         try:
             future: Future[dict[str, str]] = self._worker.submit(
-                self._narrative, engine, facts, engine_deadline, template
+                self._run, engine, facts, engine_deadline, template
             )
             narrative = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except (FutureTimeout, DeadlineExceededError):
@@ -202,24 +203,27 @@ class ReportWriter:
         self, engine: ReportEngine, facts: StudyFacts, deadline: float, template: Report
     ) -> dict[str, str]:
         """The model's FINDINGS (and IMPRESSION, if the settings say so), one answer per fact
-        line, verified together with whatever of the template stands beside them."""
+        line, each decoded inside the report grammar where the engine can, all written side by
+        side where it can, and verified together with whatever of the template stands beside
+        them."""
         settings = self.settings
         header, lines = plan(facts, engine.count_tokens, settings.llm_max_prompt_tokens)
         asked = lines if settings.llm_writes_impression else lines[:-1]
+        if not asked:
+            return {}
+        generations = generate_all(
+            engine,
+            [line_prompt(header, line) for line in asked],
+            deadline=deadline,
+            max_new_tokens=max(max_new_tokens(line, settings.llm_max_new_tokens) for line in asked),
+        )
         answers: list[str] = []
-        for line in asked:
-            generation = engine.generate(
-                next_prompt(header, lines, answers),
-                deadline=deadline,
-                max_new_tokens=max_new_tokens(line, settings.llm_max_new_tokens),
-            )
+        for generation in generations:
             if generation.finish_reason == "length":
                 raise _RejectedError("the language model's text was cut off at its token limit")
             answer = " ".join(generation.text.split())
             if not answer:
                 raise _RejectedError("the language model wrote nothing for a line of facts")
-            if not answers_line(line, answer):
-                raise _RejectedError("the language model's text left out or changed a tumour")
             answers.append(answer)
         if settings.llm_writes_impression:
             narrative = sections(answers)
@@ -232,6 +236,16 @@ class ReportWriter:
             shown = "; ".join(dict.fromkeys(reason_kind(r) for r in verdict.reasons[:3]))
             raise _RejectedError(f"the language model's text was rejected by the verifier: {shown}")
         return narrative
+
+    def _run(
+        self, engine: ReportEngine, facts: StudyFacts, deadline: float, template: Report
+    ) -> dict[str, str]:
+        """The narrative, with the running report's deadline known to later requests."""
+        self._running_deadline = deadline
+        try:
+            return self._narrative(engine, facts, deadline, template)
+        finally:
+            self._running_deadline = None
 
     def _unavailable(self) -> str:
         """Why no model writes: short, for the report; /health lists each link's reason."""

@@ -12,12 +12,15 @@ import importlib.util
 from types import ModuleType
 
 from mriscribe.report.engines.base import (
+    Constraint,
     DeadlineExceededError,
     EngineLoadError,
     Generation,
     GenerationError,
+    ModelTurn,
     Prompt,
     ReportEngine,
+    generate_all,
 )
 from mriscribe.settings import LanguageModel
 
@@ -29,13 +32,16 @@ ENGINES = {
 
 __all__ = [
     "ENGINES",
+    "Constraint",
     "DeadlineExceededError",
     "EngineLoadError",
     "Generation",
     "GenerationError",
+    "ModelTurn",
     "Prompt",
     "ReportEngine",
     "engine_module",
+    "generate_all",
     "load_engine",
     "missing_packages",
 ]

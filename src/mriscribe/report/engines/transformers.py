@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from mriscribe.report.engines.base import (
     DeadlineExceededError,
     EngineLoadError,
     Generation,
+    ModelTurn,
     Prompt,
-    serialised,
 )
 from mriscribe.settings import LanguageModel
 
@@ -91,7 +90,7 @@ class TransformersEngine:
                 f"{Path(source).name}: cannot be loaded ({library_reason(exc)})"
             ) from None
         self.model.eval()
-        self._lock = threading.Lock()
+        self._turn = ModelTurn()
         self._prefix = ""
         self._prefix_cache: Any = None
         if warm_prefix:
@@ -133,8 +132,7 @@ class TransformersEngine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
-        return serialised(
-            self._lock,
+        return self._turn.run(
             deadline,
             "transformers",
             lambda: self._generate(prompt, deadline, max_new_tokens),

@@ -1,0 +1,402 @@
+"""The report grammar: every sentence a FINDINGS or IMPRESSION section may contain, and the facts
+each sentence form is bound to.
+
+A form is a pattern (see report/grammar.py) of fixed connective words and typed slots. Bound to
+a study's facts, each form yields the sentences that are true of the study: a finding's sentence
+carries that finding's image, class, size and confidence and nothing else, a count the right
+count. The template writes the first path through the forms; the language model chooses among
+the paths, its decoding confined to them; the verifier accepts a sentence only if it is one of
+them. Nothing here is a list of bad phrasings: a sentence no bound form yields is rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from mriscribe.report.facts import FindingFact, ImageFacts, StudyFacts
+from mriscribe.report.grammar import Binding, Form, gbnf
+from mriscribe.report.wording import (
+    ESTIMATED_NOTE,
+    count_word,
+    images_phrase,
+    kind_phrase,
+    percent,
+    size_text,
+    study_result,
+    threshold_text,
+)
+
+_NUMBER = r"\d+(?:\.\d+)?"
+_IMAGES = r"[Ii]mages? \d+(?:-\d+)?(?:, \d+(?:-\d+)?)*"
+_WORDS = r"[^.;:()]+?"
+SLOT_TYPES = {
+    "image": r"\d+",
+    "images": _IMAGES,
+    "negative_images": _IMAGES,
+    "empty_images": _IMAGES,
+    "kind": r"[A-Za-z][A-Za-z0-9 _/-]*?",
+    "class_name": r"[A-Za-z][A-Za-z0-9 _/-]*?",
+    "size": rf"{_NUMBER} x {_NUMBER} mm",
+    "longest": rf"{_NUMBER} mm",
+    "confidence": rf"{_NUMBER}%",
+    "threshold": rf"{_NUMBER}%",
+    "count": r"\d+|[a-z]+",
+    "total": r"\d+",
+    "positive_count": r"\d+",
+    "hedge": r"(?:about )?",
+    "tumours": r"tumours?",
+    "were": r"was|were",
+    "counts": _WORDS,
+    "class_counts": _WORDS,
+    "classes": _WORDS,
+    "negative_names": r"[^():]+?",
+    # Flags: an empty slot that admits the alternative it stands in.
+    "one": "",
+    "several": "",
+    "all": "",
+    "measured": "",
+    "estimated": "",
+}
+
+
+def _form(name: str, pattern: str) -> Form:
+    return Form(name, pattern, SLOT_TYPES)
+
+
+# Sentences a language model writes, one per line of facts (see report/prompt.py).
+FINDING = _form(
+    "finding",
+    "[Image {image} shows|On image {image} there is] a [suspected|possible] {kind} measuring "
+    "{hedge}{size} (confidence {confidence}).",
+)
+MORE = _form("more", "{count} more suspected {tumours} {were} detected on {images}.")
+NEGATIVE_IMAGES = _form("negative images", "No tumour was [detected|found] on {images}.")
+EMPTY_IMAGES = _form(
+    "images without a detection",
+    "No detection above the [threshold|{threshold} threshold] on {images}.",
+)
+POSITIVE = _form("positive result", "[Positive study|The study is positive]: {counts}.")
+NEGATIVE = _form("negative result", "Negative study: no tumour was [detected|found].")
+CAVEAT = _form("negative caveat", "An automated negative result does not exclude a tumour.")
+INDETERMINATE = _form(
+    "indeterminate result",
+    "Indeterminate study: no tumour was detected, but {empty_images} had no detection, so this "
+    "is not a normal result.",
+)
+
+# The template's sentences (its FINDINGS and IMPRESSION are the first path through these).
+NONE_ANALYSED = _form("no images", "No images were analysed.")
+NO_RESULT = _form("no result", "No images were analysed; no result.")
+DETECTIONS = _form(
+    "detection count",
+    "Tumour detections: {count} [on the image{one}|on all {total} images ({images}){all}|"
+    "on {positive_count} of {total} images ({images})].",
+)
+NO_DETECTIONS = _form("no detections", "Tumour detections: none.")
+LISTED = _form(
+    "listed finding",
+    "Image {image}: {class_name}, confidence {confidence}, "
+    f"[measuring {{size}}{{measured}}|approximately {{size}} ({ESTIMATED_NOTE}){{estimated}}].",
+)
+CONFLICT = _form(
+    "conflicting detection",
+    "Image {image}: also classified {class_name}, confidence {confidence} (conflicting "
+    "detections on this image).",
+)
+LISTED_NEGATIVE = _form(
+    "negative images listed", "No tumour detected (classified {negative_names}): {images}."
+)
+LISTED_EMPTY = _form(
+    "images without a detection listed",
+    "No detection above the {threshold} threshold (indeterminate, not a normal result): {images}.",
+)
+DETECTED = _form(
+    "positive result stated",
+    "Positive study: the automated system detected {count} suspected {tumours} "
+    "[on the image{one}|on all {total} images ({images}){all}|"
+    "on {positive_count} of {total} images ({images})]: {class_counts}.",
+)
+LARGEST = _form(
+    "largest lesion",
+    "[Largest lesion{several}|Lesion size{one}]: {class_name} on image {image}, {size}, "
+    f"longest box side {{longest}}[{{measured}}| ({ESTIMATED_NOTE}){{estimated}}].",
+)
+MIXED = _form(
+    "several classes",
+    "More than one tumour class was detected ({classes}): the classification of each lesion "
+    "needs radiologist confirmation.",
+)
+NOT_DETECTED_ON = _form(
+    "negative images stated", "No tumour was detected by the automated system on {images}."
+)
+EMPTY_STATED = _form(
+    "images without a detection stated",
+    "{images}: no detection above the {threshold} threshold (indeterminate).",
+)
+NEGATIVE_STATED = _form(
+    "negative result stated",
+    "Negative study: no tumour was detected by the automated system [on the image{one}|"
+    "on any of the {total} images] (classified {negative_names}).",
+)
+INDETERMINATE_MIXED = _form(
+    "indeterminate result stated",
+    "Indeterminate study: no tumour was detected by the automated system, but only "
+    "{negative_images} classified {negative_names}; {empty_images} had no detection above the "
+    "{threshold} threshold (neither a tumour nor a no-tumour classification), so this is not a "
+    "normal result.",
+)
+INDETERMINATE_EMPTY = _form(
+    "indeterminate result stated",
+    "Indeterminate study: no tumour was detected by the automated system, but [the image had "
+    "no{one}|no image had any{several}] detection above the {threshold} threshold (neither a "
+    "tumour nor a no-tumour classification), so this is not a normal result.",
+)
+
+FORMS: tuple[Form, ...] = (
+    FINDING, MORE, NEGATIVE_IMAGES, EMPTY_IMAGES, POSITIVE, NEGATIVE, CAVEAT, INDETERMINATE,
+    NONE_ANALYSED, NO_RESULT, DETECTIONS, NO_DETECTIONS, LISTED, CONFLICT, LISTED_NEGATIVE,
+    LISTED_EMPTY, DETECTED, LARGEST, MIXED, NOT_DETECTED_ON, EMPTY_STATED, NEGATIVE_STATED,
+    INDETERMINATE_MIXED, INDETERMINATE_EMPTY,
+)  # fmt: skip
+
+RESULT = "result"  # what an impression sentence covers
+
+
+def tumour_key(fact: FindingFact, image: ImageFacts) -> str:
+    """What a sentence that states this tumour covers (every tumour must be covered)."""
+    return f"tumour {fact.image_number}.{image.tumours.index(fact)}"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A form bound to facts: the sentences it yields are true of the study. ``covers`` names
+    the facts those sentences state (every tumour and the result must be stated somewhere)."""
+
+    form: Form
+    binding: Binding
+    covers: frozenset[str] = frozenset()
+
+    def sentences(self) -> list[str]:
+        return self.form.language(self.binding)
+
+    def render(self) -> str:
+        return self.form.render(self.binding)
+
+
+def _flag(condition: bool, yes: str, no: str) -> dict[str, tuple[str, ...]]:
+    return {yes: ("",)} if condition else {no: ("",)}
+
+
+def _where(facts: StudyFacts) -> dict[str, tuple[str, ...]]:
+    """The slots of "on the image" / "on all N images (...)" / "on P of N images (...)"."""
+    positive = facts.positive_images
+    total = facts.image_count
+    if total == 1:
+        return {"one": ("",)}
+    where = {"total": (str(total),), "images": (images_phrase(positive),)}
+    if len(positive) == total:
+        where["all"] = ("",)
+    else:
+        where["positive_count"] = (str(len(positive)),)
+    return where
+
+
+def _counts(counts: dict[str, int], digits: bool) -> str:
+    return ", ".join(
+        f"{n if digits else count_word(n)} suspected {kind_phrase(name, n)}"
+        for name, n in counts.items()
+    )
+
+
+def _negative_names(images: Iterable[ImageFacts]) -> str:
+    names = dict.fromkeys(fact.class_name for image in images for fact in image.negatives)
+    return "/".join(names) or "No Tumor"
+
+
+def finding(fact: FindingFact, image: ImageFacts) -> Bound:
+    """A language model's sentence for one tumour."""
+    binding = {
+        "image": (str(fact.image_number),),
+        "kind": (kind_phrase(fact.class_name),),
+        "hedge": ("about ",) if fact.size_estimated else ("",),
+        "size": (size_text(fact),),
+        "confidence": (percent(fact.confidence),),
+    }
+    return Bound(FINDING, binding, frozenset({tumour_key(fact, image)}))
+
+
+def more(rest: Sequence[tuple[FindingFact, ImageFacts]]) -> Bound:
+    """The tumours a prompt had no room to list one by one, stated as a count."""
+    count = len(rest)
+    numbers = sorted({fact.image_number for fact, _ in rest})
+    binding = {
+        "count": (str(count),),
+        "tumours": ("tumour" if count == 1 else "tumours",),
+        "were": ("was" if count == 1 else "were",),
+        "images": (images_phrase(numbers),),
+    }
+    return Bound(MORE, binding, frozenset(tumour_key(f, i) for f, i in rest))
+
+
+def negative_images(facts: StudyFacts) -> Bound:
+    return Bound(NEGATIVE_IMAGES, {"images": (images_phrase(facts.negative_images),)})
+
+
+def empty_images(facts: StudyFacts) -> Bound:
+    threshold = threshold_text(facts.conf_threshold)
+    binding = {"images": (images_phrase(facts.unremarkable_images),), "threshold": (threshold,)}
+    return Bound(EMPTY_IMAGES, binding)
+
+
+def result(facts: StudyFacts) -> tuple[Bound, ...]:
+    """A language model's IMPRESSION: the result, with its caveat where it is not positive."""
+    covers = frozenset({RESULT})
+    outcome = study_result(facts)
+    if outcome == "positive":
+        counts = facts.counts_by_class
+        binding = {"counts": tuple(dict.fromkeys((_counts(counts, False), _counts(counts, True))))}
+        return (Bound(POSITIVE, binding, covers),)
+    if outcome == "negative":
+        return Bound(NEGATIVE, {}, covers), Bound(CAVEAT, {})
+    empty = images_phrase(facts.unremarkable_images)
+    return (Bound(INDETERMINATE, {"empty_images": (empty,)}, covers),)
+
+
+def template_findings(facts: StudyFacts) -> list[Bound]:
+    """The template's FINDINGS, sentence by sentence."""
+    if not facts.images:
+        return [Bound(NONE_ANALYSED, {})]
+    bound: list[Bound] = []
+    if facts.positive:
+        count = {"count": (str(len(facts.tumours)),)}
+        bound.append(Bound(DETECTIONS, {**count, **_where(facts)}))
+    else:
+        bound.append(Bound(NO_DETECTIONS, {}))
+    for image in facts.images:
+        if image.status != "positive":
+            continue
+        for fact in image.tumours:
+            binding = {
+                "image": (str(image.number),),
+                "class_name": (fact.class_name,),
+                "confidence": (percent(fact.confidence),),
+                "size": (size_text(fact),),
+                **_flag(fact.size_estimated, "estimated", "measured"),
+            }
+            bound.append(Bound(LISTED, binding, frozenset({tumour_key(fact, image)})))
+        # A tumour and the no-tumour class on one slice disagree: say so rather than hide it.
+        for fact in image.negatives:
+            binding = {
+                "image": (str(image.number),),
+                "class_name": (fact.class_name,),
+                "confidence": (percent(fact.confidence),),
+            }
+            bound.append(Bound(CONFLICT, binding))
+    if facts.negative_images:
+        negatives = [image for image in facts.images if image.status == "negative"]
+        binding = {
+            "negative_names": (_negative_names(negatives),),
+            "images": (images_phrase(facts.negative_images),),
+        }
+        bound.append(Bound(LISTED_NEGATIVE, binding))
+    if facts.unremarkable_images:
+        binding = {
+            "threshold": (threshold_text(facts.conf_threshold),),
+            "images": (images_phrase(facts.unremarkable_images),),
+        }
+        bound.append(Bound(LISTED_EMPTY, binding))
+    return bound
+
+
+def template_impression(facts: StudyFacts) -> list[Bound]:
+    """The template's IMPRESSION, sentence by sentence."""
+    covers = frozenset({RESULT})
+    total = facts.image_count
+    threshold = {"threshold": (threshold_text(facts.conf_threshold),)}
+    if total == 0:
+        return [Bound(NO_RESULT, {}, covers)]
+    outcome = study_result(facts)
+    negatives, empty = facts.negative_images, facts.unremarkable_images
+    if outcome == "positive":
+        tumours = len(facts.tumours)
+        class_counts = ", ".join(f"{name} ({n})" for name, n in facts.counts_by_class.items())
+        binding = {
+            "count": (str(tumours),),
+            "tumours": ("tumour" if tumours == 1 else "tumours",),
+            "class_counts": (class_counts,),
+            **_where(facts),
+        }
+        bound = [Bound(DETECTED, binding, covers)]
+        largest = facts.largest
+        if largest is not None:
+            binding = {
+                "class_name": (largest.class_name,),
+                "image": (str(largest.image_number),),
+                "size": (size_text(largest),),
+                "longest": (f"{largest.max_diameter_mm:.1f} mm",),
+                **_flag(tumours > 1, "several", "one"),
+                **_flag(largest.size_estimated, "estimated", "measured"),
+            }
+            bound.append(Bound(LARGEST, binding))
+        if len(facts.classes_detected) > 1:
+            bound.append(Bound(MIXED, {"classes": (", ".join(facts.classes_detected),)}))
+        if negatives:
+            bound.append(Bound(NOT_DETECTED_ON, {"images": (images_phrase(negatives),)}))
+        if empty:
+            binding = {"images": (images_phrase(empty).capitalize(),), **threshold}
+            bound.append(Bound(EMPTY_STATED, binding))
+        return bound
+    if outcome == "negative":
+        binding = {
+            "negative_names": (_negative_names(facts.images),),
+            **({"one": ("",)} if total == 1 else {"total": (str(total),)}),
+        }
+        return [Bound(NEGATIVE_STATED, binding, covers), Bound(CAVEAT, {})]
+    if negatives:
+        negative = [image for image in facts.images if image.status == "negative"]
+        binding = {
+            "negative_images": (images_phrase(negatives),),
+            "negative_names": (_negative_names(negative),),
+            "empty_images": (images_phrase(empty),),
+            **threshold,
+        }
+        return [Bound(INDETERMINATE_MIXED, binding, covers)]
+    binding = {**threshold, **_flag(total == 1, "one", "several")}
+    return [Bound(INDETERMINATE_EMPTY, binding, covers)]
+
+
+def bound_forms(facts: StudyFacts) -> list[Bound]:
+    """Every form bound to every fact it may state: the grammar of this study's reports."""
+    bound = [*template_findings(facts), *template_impression(facts)]
+    for image in facts.images:
+        bound.extend(finding(fact, image) for fact in image.tumours)
+    tumours = [(fact, image) for image in facts.images for fact in image.tumours]
+    # "N more suspected tumours were detected on images ...": the last N tumours in the order
+    # the prompt lists them (by image), as a prompt summarises those it has no room for.
+    for start in range(len(tumours)):
+        bound.append(more(tumours[start:]))
+    if facts.negative_images:
+        bound.append(negative_images(facts))
+    if facts.unremarkable_images:
+        bound.append(empty_images(facts))
+    if facts.images:
+        bound.extend(result(facts))
+    return bound
+
+
+def answer_language(answer: Sequence[Bound]) -> list[str]:
+    """Every text of an answer made of these bound forms in order (joined by spaces)."""
+    texts = [""]
+    for part in answer:
+        texts = [f"{text} {s}".strip() for text in texts for s in part.sentences()]
+    return texts
+
+
+def answer_gbnf(answer: Sequence[Bound], lead: str = "") -> str:
+    """The same language as llama.cpp GBNF (optionally after ``lead``, which a prompt that
+    ends at its answer marker leaves to the model: the space before the first word)."""
+    rules = [gbnf(part.form.node, part.binding, rule=f"s{n}") for n, part in enumerate(answer)]
+    root = ' " " '.join(f"s{n}" for n in range(len(answer)))
+    start = f'"{lead}"? ' if lead else ""
+    return f"root ::= {start}{root}\n" + "".join(rules)
