@@ -1,20 +1,24 @@
-"""The report writer: latency, faithfulness and memory, against the prototype's generation on the
-same model in the same run.
+"""The report writer: latency, faithfulness, faults and memory, against the prototype's
+generation on the same model in the same run.
 
     python bench/report_latency.py [--cases 50] [--baseline-cases 5] [--json results.json]
 
 1. 50 varied finding sets (seeded: 1-6 images, 0-3 tumours of the three classes, negative and
    no-detection images, measured and estimated sizes) through ReportWriter with the default
-   model (Gemma 3 270M Q4_K_M, llama-cpp, all cores; --with-impression also measures the model
-   writing the IMPRESSION): report time p50/p95 (the whole writer:
-   prompt, generation, verification, template fallback), the share of reports whose model text
-   was accepted, and every final narrative checked again by the verifier (0 unfaithful).
-2. The adversarial set (tests/fixtures/reports/adversarial.json, hand-written bad reports):
-   the verifier must reject every one.
-3. Baseline: the prototype's generation on the same model and machine: transformers
+   model (Gemma 3 270M Q4_K_M, llama-cpp, all cores, decoding inside the report grammar;
+   --with-impression also measures the model writing the IMPRESSION): report time p50/p95 (the
+   whole writer: prompt, generation, verification, template fallback), the share of reports
+   whose model text was accepted, and every final narrative checked again by the verifier.
+2. Unfaithful texts: the adversarial mutants (tests/mutants.py: 15 kinds of mutation of
+   faithful texts) and the hand-written sets (tests/fixtures/reports/adversarial.json and
+   external.json): the verifier must accept none.
+3. Faults: an engine that never returns, and an OpenAI-compatible server that trickles a byte a
+   second: each of 5 consecutive reports must return within the deadline + 0.2 s, as the
+   template with the reason.
+4. Baseline: the prototype's generation on the same model and machine: transformers
    generate(), FP32, its long prompt, greedy, max 256 new tokens; mean time per report against
    ours on the same finding sets.
-4. Memory: a real `mriscribe serve` with the default LLM loaded, after 20 reports: RSS.
+5. Memory: a real `mriscribe serve` with the default LLM loaded, after 20 reports: RSS.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import Any
 
 import httpx
 
+from mriscribe.report.engines import Generation, Prompt
 from mriscribe.report.engines.llama_cpp import LlamaCppEngine, resolve_model
+from mriscribe.report.engines.openai import OpenAIEngine
 from mriscribe.report.facts import FindingFact, StudyFacts, facts_from_results, image_facts
 from mriscribe.report.prompt import PREFIX
 from mriscribe.report.verify import verify_text
@@ -41,7 +47,13 @@ from mriscribe.settings import Settings
 from service_latency import rss_mb, start_server, wait_for_language_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"p50_s": 1.5, "p95_s": 3.0, "speedup": 10.0, "accepted_share": 0.70, "rss_mb": 900.0}
+sys.path.insert(0, str(ROOT / "tests"))
+from mutants import all_mutants  # noqa: E402
+from test_openai_engine import SlowServer  # noqa: E402
+
+TARGETS = {"p50_s": 0.5, "p95_s": 1.0, "speedup": 20.0, "accepted_share": 0.95, "rss_mb": 900.0}
+FAULT_DEADLINE_S = 1.0
+FAULT_SLACK_S = 0.2
 CLASSES = ("Glioma", "Meningioma", "Pituitary")
 
 
@@ -131,15 +143,74 @@ def measure_writer(
 
 
 def adversarial() -> dict[str, Any]:
-    cases = json.loads((ROOT / "tests/fixtures/reports/adversarial.json").read_text())
+    """Every unfaithful text we have: none may be accepted."""
+    mutants = all_mutants()
+    accepted_mutants = [m for m in mutants if verify_text(m.text, m.facts).accepted]
+    kinds = sorted({m.kind for m in mutants})
+    cases = []
+    for name in ("adversarial.json", "external.json"):
+        cases += json.loads((ROOT / "tests/fixtures/reports" / name).read_text())
     missed = []
     for case in cases:
         facts = facts_from_results(case["findings"], default_spacing_mm=0.5, conf_threshold=0.25)
         if verify_text(case["text"], facts).accepted:
             missed.append(case["id"])
-    categories = sorted({case["defect"] for case in cases})
-    return {"texts": len(cases), "rejected": len(cases) - len(missed), "accepted_ids": missed,
-            "categories": categories}
+    return {
+        "mutants": len(mutants),
+        "mutant_kinds": len(kinds),
+        "mutants_accepted": len(accepted_mutants),
+        "hand_written": len(cases),
+        "hand_written_accepted": missed,
+    }
+
+
+class StalledEngine:
+    """An engine that never returns (a hung driver)."""
+
+    name = "stalled"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 3
+
+    def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
+        self.release.wait(120)
+        return Generation("", "stop")
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def faults(studies: list[StudyFacts]) -> dict[str, Any]:
+    """Five consecutive reports against a stalled engine and against a trickling server."""
+    settings = Settings(report_engine="chain", report_deadline_s=FAULT_DEADLINE_S)
+    results: dict[str, Any] = {}
+    stalled = StalledEngine()
+    server = SlowServer("body", interval=1.0, give_up_s=60)
+    trickled = OpenAIEngine("m", server.url, check=False)
+    try:
+        for label, engine in (("stalled engine", stalled), ("trickling server", trickled)):
+            writer = ReportWriter(settings, engines=[engine])
+            times, reasons = [], []
+            for facts in studies[:5]:
+                started = time.perf_counter()
+                report = writer.write(facts, model_name="mriscribe-yolov8n")
+                times.append(round(time.perf_counter() - started, 3))
+                reasons.append(report.fallback_reason if report.engine == "template" else None)
+            results[label] = {
+                "seconds": times,
+                "worst_s": max(times),
+                "all_template_with_reason": all(reasons),
+                "reasons": sorted(set(filter(None, reasons))),
+            }
+    finally:
+        stalled.close()
+        server.close()
+    return results
 
 
 def prototype_prompt(facts: StudyFacts) -> str:
@@ -254,7 +325,7 @@ def main() -> int:
         f"writer, {ours['cases']} finding sets: p50 {ours['p50_s']:.3f} s, p95 "
         f"{ours['p95_s']:.3f} s (targets <= {TARGETS['p50_s']}, <= {TARGETS['p95_s']}); "
         f"model text accepted {ours['accepted']}/{ours['cases']} = "
-        f"{ours['accepted_share']:.0%} (aim >= 70%); unfaithful in output: "
+        f"{ours['accepted_share']:.0%} (target >= 95%); unfaithful in output: "
         f"{ours['unfaithful_in_output']}; fallbacks: {ours['fallback_reasons']}"
     )
     variant: dict[str, Any] | None = None
@@ -268,9 +339,17 @@ def main() -> int:
         )
     bad = adversarial()
     print(
-        f"adversarial: {bad['rejected']}/{bad['texts']} rejected "
-        f"({len(bad['categories'])} categories); accepted: {bad['accepted_ids'] or 'none'}"
+        f"unfaithful texts accepted: {bad['mutants_accepted']} of {bad['mutants']} mutants "
+        f"({bad['mutant_kinds']} kinds), {len(bad['hand_written_accepted'])} of "
+        f"{bad['hand_written']} hand-written {bad['hand_written_accepted'] or ''}(target 0)"
     )
+    stalls = faults(studies)
+    for label, result in stalls.items():
+        print(
+            f"{label}: 5 consecutive reports in {result['seconds']} s (target <= "
+            f"{FAULT_DEADLINE_S + FAULT_SLACK_S:g} each), template with reason: "
+            f"{result['all_template_with_reason']} {result['reasons']}"
+        )
     subset = studies[: args.baseline_cases]
     baseline = measure_baseline(subset)
     ours_subset = statistics.mean(ours["times"][: args.baseline_cases])
@@ -291,13 +370,21 @@ def main() -> int:
         "p50": ours["p50_s"] <= TARGETS["p50_s"],
         "p95": ours["p95_s"] <= TARGETS["p95_s"],
         "unfaithful": ours["unfaithful_in_output"] == 0,
-        "adversarial": bad["rejected"] == bad["texts"] >= 40,
+        "accepted share": ours["accepted_share"] >= TARGETS["accepted_share"],
+        "unfaithful accepted": bad["mutants_accepted"] == 0
+        and not bad["hand_written_accepted"]
+        and bad["mutants"] >= 500,
+        "faults": all(
+            r["worst_s"] <= FAULT_DEADLINE_S + FAULT_SLACK_S and r["all_template_with_reason"]
+            for r in stalls.values()
+        ),
         "speedup": speedup >= TARGETS["speedup"],
         "rss": memory["peak_rss_mb"] <= TARGETS["rss_mb"],
     }
     print("checks: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in checks.items()))
     ours.pop("times")
     results = {"writer": ours, "writer_with_impression": variant, "adversarial": bad,
+               "faults": stalls,
                "baseline": baseline,
                "speedup": round(speedup, 2), "service": memory, "checks": checks}
     if args.json:

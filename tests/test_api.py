@@ -255,7 +255,12 @@ def test_logs_are_json_with_request_ids_and_no_file_names(live_server_process, h
     assert len(server_id) == 32
     text = live_server_process.log_path.read_text()
     assert "DOE_JOHN" not in text and "trace-42" not in text
-    mine = live_server_process.records_of(server_id)
+    # The access line is written once the answer has gone out: give it a moment.
+    for _ in range(50):
+        mine = live_server_process.records_of(server_id)
+        if {r["msg"] for r in mine} >= {"analysed", "request"}:
+            break
+        time.sleep(0.1)
     assert {r["msg"] for r in mine} >= {"analysed", "request"}
     access = next(r for r in mine if r["msg"] == "request")
     assert access["status"] == 200 and access["path"] == "/analyze-json"

@@ -124,7 +124,7 @@ def test_cli_analyze_writes_the_models_narrative_and_verify_report_accepts_it(tm
     report.write_text(body["medical_report"])
     checked = run_cli("verify-report", "--findings", str(results), "--text", str(report))
     assert checked.returncode == 0, checked.stdout
-    assert checked.stdout.startswith("accepted (its FINDINGS and IMPRESSION sections)")
+    assert checked.stdout.startswith("accepted (every section of the report)")
     # The same narrative with its size changed is caught.
     size = re.search(r"(\d+\.\d) x", body["report"]["sections"]["FINDINGS"])
     assert size is not None
