@@ -11,7 +11,7 @@ from conftest import SIMPLE
 from mriscribe.report.engines import DeadlineExceededError, Generation, ModelTurn, Prompt
 from mriscribe.report.engines.llama_cpp import LlamaCppEngine
 from mriscribe.report.facts import study_of
-from mriscribe.report.prompt import PREFIX, fact_lines, line_prompt
+from mriscribe.report.prompt import PREFIX, cue_header, fact_lines, line_prompt
 from mriscribe.report.verify import verify_text
 from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import LanguageModel, Settings
@@ -115,7 +115,7 @@ def test_every_line_is_decoded_inside_its_grammar_side_by_side(engine):
         estimated=True,
     )
     header, lines = fact_lines(facts)
-    prompts = [line_prompt(header, line) for line in lines]
+    prompts = [line_prompt(header, line, cue_header(facts)) for line in lines]
     together = engine.generate_all(prompts, deadline=time.monotonic() + 60, max_new_tokens=64)
     alone = [
         engine.generate(prompt, deadline=time.monotonic() + 60, max_new_tokens=64)

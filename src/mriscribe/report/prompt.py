@@ -48,6 +48,7 @@ class FactLine:
 
     text: str
     answer: tuple[Bound, ...]
+    cue: str = ""  # the line without the facts its answer's grammar forces (sizes, numbers)
 
     def constraint(self) -> Constraint:
         return Constraint(tuple(answer_language(self.answer)), answer_gbnf(self.answer, lead=" "))
@@ -71,12 +72,19 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
         + f". Result: {study_result(facts)}.\n"
     )
     listed = tumours if max_tumours is None else tumours[:max_tumours]
-    lines = [FactLine(_tumour_line(fact), (finding(fact, image),)) for fact, image in listed]
+    lines = [
+        FactLine(
+            _tumour_line(fact),
+            (finding(fact, image),),
+            f"Image {fact.image_number}: {kind_phrase(fact.class_name)}.",
+        )
+        for fact, image in listed
+    ]
     if len(listed) < len(tumours):
         rest = tumours[len(listed) :]
         numbers = sorted({fact.image_number for fact, _ in rest})
         text = f"Not listed: {len(rest)} more on {_images(numbers)}."
-        lines.append(FactLine(text, (more(rest),)))
+        lines.append(FactLine(text, (more(rest),), "Not listed: more tumours."))
     negative = [*facts.negative_images]
     if negative:
         text = f"{_images(negative).capitalize()}: no tumour."
@@ -90,8 +98,18 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
         impression += ", " + ", ".join(
             f"{count_word(n)} suspected {kind_phrase(name, n)}" for name, n in counts.items()
         )
-    lines.append(FactLine(impression + ".", result(facts)))
+    lines.append(FactLine(impression + ".", result(facts), f"Impression: {study_result(facts)}."))
     return header, lines
+
+
+def cue_header(facts: StudyFacts) -> str:
+    """The header for an engine that decodes inside the grammar: the study's shape only."""
+    images = facts.image_count
+    tumours = len(facts.tumours)
+    return (
+        f"Facts: {images} image{'s' if images != 1 else ''}, {tumours} "
+        f"tumour{'s' if tumours != 1 else ''}. Result: {study_result(facts)}.\n"
+    )
 
 
 def _tumour_line(fact: FindingFact) -> str:
@@ -245,15 +263,18 @@ def plan(
     return header, lines
 
 
-def line_prompt(header: str, line: FactLine) -> Prompt:
+def line_prompt(header: str, line: FactLine, cue: str | None = None) -> Prompt:
     """The prompt that asks for the answer to one line: the prefix, the study's header and the
     line, its answer confined to the line's sentences of the report grammar. Every line of a
-    study shares the prefix and the header, so an engine can write them side by side."""
+    study shares the prefix and the header, so an engine can write them side by side. ``cue``
+    (cue_header's) with the line's cue is the request for an engine that decodes inside the
+    grammar, which supplies the facts itself."""
     return Prompt(
         prefix=PREFIX,
         request=f"{header}{line.text}\n{ANSWER}",
         stop=STOP,
         constraint=line.constraint(),
+        constrained_request=f"{cue}{line.cue or line.text}\n{ANSWER}" if cue else None,
     )
 
 

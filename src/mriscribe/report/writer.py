@@ -32,7 +32,14 @@ from mriscribe.report.engines import (
     missing_packages,
 )
 from mriscribe.report.facts import StudyFacts
-from mriscribe.report.prompt import PREFIX, line_prompt, max_new_tokens, plan, sections
+from mriscribe.report.prompt import (
+    PREFIX,
+    cue_header,
+    line_prompt,
+    max_new_tokens,
+    plan,
+    sections,
+)
 from mriscribe.report.template import template_report
 from mriscribe.report.verify import reason_kind, verify_text
 from mriscribe.settings import Settings
@@ -213,7 +220,7 @@ class ReportWriter:
             return {}
         generations = generate_all(
             engine,
-            [line_prompt(header, line) for line in asked],
+            [line_prompt(header, line, cue_header(facts)) for line in asked],
             deadline=deadline,
             max_new_tokens=max(max_new_tokens(line, settings.llm_max_new_tokens) for line in asked),
         )

@@ -48,10 +48,14 @@ class Prompt:
     """The fixed prefix (evaluated once and reused where the engine can), the request's own
     part, the strings that end the answer, and what the answer may be (``constraint``)."""
 
+
     prefix: str
     request: str
     stop: tuple[str, ...] = ()
     constraint: Constraint | None = None
+    # The request for an engine that decodes inside the constraint: the facts the constraint
+    # forces are left out, as reading them would only cost time (None: ``request``).
+    constrained_request: str | None = None
 
     @property
     def text(self) -> str:

@@ -216,7 +216,10 @@ class LlamaCppEngine:
         return self._turn.run(deadline, "llama.cpp", work)
 
     def _prompt_tokens(self, prompt: Prompt) -> list[int]:
-        return self._prefix_tokens(prompt.prefix) + self._tokens(prompt.request)
+        request = prompt.request
+        if prompt.constraint is not None and prompt.constrained_request is not None:
+            request = prompt.constrained_request  # decoded inside the constraint (below)
+        return self._prefix_tokens(prompt.prefix) + self._tokens(request)
 
     def _prefix_tokens(self, prefix: str) -> list[int]:
         if self._prefix_cache[0] != prefix:
