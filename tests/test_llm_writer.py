@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import SIMPLE
 from mriscribe.report.engines import DeadlineExceededError, Generation, ModelTurn, Prompt
 from mriscribe.report.engines.llama_cpp import LlamaCppEngine
-from mriscribe.report.facts import study_of
+from mriscribe.report.facts import StudyFacts, study_of
 from mriscribe.report.prompt import PREFIX, cue_header, fact_lines, line_prompt
 from mriscribe.report.verify import verify_text
 from mriscribe.report.writer import ReportWriter
@@ -339,3 +342,80 @@ def test_the_prototype_chain_example_loads_and_falls_through_offline(tmp_path, m
         assert chain[0]["model"] == "transformers:microsoft/DialoGPT-small"
     finally:
         writer.close()
+
+
+def test_a_report_queued_behind_an_overdue_generation_stops_waiting_at_once():
+    """Two reports at once, the engine stuck: the second, queued behind the first, gets the
+    template as soon as the first passes its deadline, not at its own deadline."""
+    stalled = StalledEngine()
+    writer = ReportWriter(chain_settings(report_deadline_s=1.0), engines=[stalled])
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        outcome["first"] = writer.write(SIMPLE, model_name="detector")
+
+    try:
+        thread = threading.Thread(target=first)
+        thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        second = writer.write(SIMPLE, model_name="detector")
+        waited = time.monotonic() - started
+        thread.join()
+    finally:
+        stalled.close()
+    assert second.engine == "template"
+    assert second.fallback_reason == (
+        "the language model is still busy with an earlier report past its deadline"
+    )
+    assert waited < 1.0  # about 0.5 s: until the first report's deadline, not its own
+
+
+def test_a_stalled_engine_does_not_keep_a_process_from_exiting(tmp_path):
+    """The writer's worker is a daemon: a CLI run whose engine never returns still ends."""
+    script = tmp_path / "stalled.py"
+    script.write_text(
+        "import sys, threading\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_llm_writer import StalledEngine, SIMPLE\n"
+        "from mriscribe.report.writer import ReportWriter\n"
+        "from mriscribe.settings import Settings\n"
+        "engine = StalledEngine()\n"
+        "engine.release = threading.Event()\n"
+        "writer = ReportWriter(Settings(report_engine='chain', report_deadline_s=0.3),"
+        " engines=[engine])\n"
+        "print(writer.write(SIMPLE, model_name='d').engine)\n"
+        "writer.close()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "template"
+
+
+def test_many_lines_stop_at_a_short_deadline(engine):
+    """Reading many lines' prompts is chunked with the deadline checked before each chunk."""
+    facts = study_of([[("Glioma", 0.5 + n / 100, 10.0 + n, 9.0)] for n in range(13)])
+    header, lines = fact_lines(facts)
+    prompts = [line_prompt(header, line, cue_header(facts)) for line in lines]
+    engine.generate(prompts[0], deadline=time.monotonic() + 30, max_new_tokens=8)
+    deadline = time.monotonic() + 0.2
+    with pytest.raises(DeadlineExceededError):
+        engine.generate_all(prompts, deadline=deadline, max_new_tokens=64)
+    assert time.monotonic() < deadline + 0.2
+
+
+def test_one_sequence_is_not_enough_for_the_engine():
+    from mriscribe.report.engines import EngineLoadError
+
+    with pytest.raises(EngineLoadError, match="max_sequences"):
+        LlamaCppEngine(max_sequences=1)
+
+
+def test_a_study_without_images_is_the_template_with_no_model_call():
+    engine = ScriptedEngine()  # would fail if asked for anything
+    settings = chain_settings(llm_writes_impression=True)
+    report = ReportWriter(settings, engines=[engine]).write(
+        StudyFacts((), 0.25), model_name="detector"
+    )
+    assert report.engine == "template"
+    assert report.fallback_reason is None

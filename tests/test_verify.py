@@ -11,7 +11,13 @@ import pytest
 from mriscribe.report.facts import FindingFact, StudyFacts, facts_from_results, image_facts
 from mriscribe.report.prompt import EXAMPLES, fact_lines, sections
 from mriscribe.report.template import template_report
-from mriscribe.report.verify import Verdict, verify_report, verify_text
+from mriscribe.report.verify import (
+    Verdict,
+    split_sections,
+    verify_report,
+    verify_sections,
+    verify_text,
+)
 
 REPORTS = Path(__file__).parent / "fixtures" / "reports"
 ADVERSARIAL: list[dict] = json.loads((REPORTS / "adversarial.json").read_text())
@@ -501,3 +507,131 @@ def test_results_without_an_images_list_raise(results: dict) -> None:
 def test_an_image_that_is_not_an_object_raises() -> None:
     with pytest.raises(ValueError, match="not an object"):
         facts_from_results({"images": [[1, 2]]}, default_spacing_mm=0.5, conf_threshold=0.25)
+
+
+# What a reviewer found: each once accepted or wrongly rejected -------------------------------
+
+THREE = study(
+    [
+        [("Glioma", 0.912, 31.5, 24.0)],
+        [("Glioma", 0.80, 20.0, 10.0)],
+        [("Glioma", 0.70, 15.0, 12.0)],
+    ]
+)
+SENTENCES = [
+    "Image 1 shows a suspected glioma measuring 31.5 x 24.0 mm (confidence 91.2%).",
+    "Image 2 shows a suspected glioma measuring 20.0 x 10.0 mm (confidence 80.0%).",
+    "Image 3 shows a suspected glioma measuring 15.0 x 12.0 mm (confidence 70.0%).",
+]
+RESULT = "Positive study: three suspected gliomas."
+
+
+def test_the_three_tumours_stated_once_each_are_accepted() -> None:
+    assert verify_text(" ".join([*SENTENCES, RESULT]), THREE).accepted
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["1 more suspected tumour was detected on image 3."],
+        ["On image 1 there is a possible glioma measuring 31.5 x 24.0 mm (confidence 91.2%)."],
+    ],
+    ids=["a-count-of-more-on-top", "one-tumour-in-two-phrasings"],
+)
+def test_a_tumour_stated_twice_is_rejected(extra: list[str]) -> None:
+    verdict = verify_text(" ".join([*SENTENCES, *extra, RESULT]), THREE)
+    assert not verdict.accepted
+    assert reasons_say(verdict, "more than once"), show(verdict)
+
+
+def test_overlapping_counts_of_more_tumours_are_rejected() -> None:
+    text = (
+        "3 more suspected tumours were detected on images 1-3. 2 more suspected tumours were "
+        "detected on images 2-3. 1 more suspected tumour was detected on image 3. " + RESULT
+    )
+    verdict = verify_text(text, THREE)
+    assert not verdict.accepted
+    assert reasons_say(verdict, "more than once"), show(verdict)
+
+
+def test_two_identical_detections_are_two_tumours() -> None:
+    twins = study([[("Glioma", 0.912, 31.5, 24.0), ("Glioma", 0.912, 31.5, 24.0)]])
+    sentence = "Image 1 shows a suspected glioma measuring 31.5 x 24.0 mm (confidence 91.2%)."
+    result = "Positive study: two suspected gliomas."
+    assert verify_text(f"{sentence} {sentence} {result}", twins).accepted
+    once = verify_text(f"{sentence} {result}", twins)
+    assert not once.accepted and reasons_say(once, "does not state the detected Glioma"), show(once)
+    thrice = verify_text(f"{sentence} {sentence} {sentence} {result}", twins)
+    assert not thrice.accepted and reasons_say(thrice, "repetition"), show(thrice)
+    assert verify_report(whole(twins), twins).accepted
+
+
+def test_findings_with_one_image_number_twice_are_refused() -> None:
+    detection = {"class": "Glioma", "confidence": 0.9, "bbox": {"width": 10.0, "height": 8.0}}
+    results = {"images": [{"image_number": 1, "detections": [detection]}] * 2}
+    with pytest.raises(ValueError, match="image number 1 appears more than once"):
+        facts_from_results(results, default_spacing_mm=0.5, conf_threshold=0.25)
+
+
+def test_a_negative_result_without_its_caveat_is_rejected() -> None:
+    verdict = verify_text(
+        "No tumour was detected on images 1-2. Negative study: no tumour was detected.", NEGATIVE
+    )
+    assert not verdict.accepted
+    assert reasons_say(verdict, "does not state that an automated negative result"), show(verdict)
+
+
+def test_images_without_a_detection_must_be_stated() -> None:
+    facts = study([[("Glioma", 0.912, 31.5, 24.0)], [], []])
+    text = (
+        "Image 1 shows a suspected glioma measuring 31.5 x 24.0 mm (confidence 91.2%). "
+        "Positive study: one suspected glioma."
+    )
+    verdict = verify_text(text, facts)
+    assert not verdict.accepted
+    assert reasons_say(verdict, "does not state the images without a detection"), show(verdict)
+    stated = verify_text(text + " No detection above the threshold on images 2-3.", facts)
+    assert stated.accepted, show(stated)
+
+
+def test_the_result_belongs_in_the_impression() -> None:
+    sections = whole(GLIOMA)
+    sections["FINDINGS"] += "\n" + sections["IMPRESSION"]
+    sections["IMPRESSION"] = ""
+    verdict = verify_report(sections, GLIOMA)
+    assert not verdict.accepted
+    assert reasons_say(verdict, "result in the IMPRESSION"), show(verdict)
+
+
+def test_a_repeated_heading_and_text_before_the_first_are_rejected() -> None:
+    report = template_report(GLIOMA, model_name="yolo")
+    lie = "FINDINGS:\nImage 1: Glioma, confidence 25.0%, measuring 12.0 x 9.0 mm."
+    twice = report.text.replace(f"FINDINGS:\n{report.sections['FINDINGS']}", lie)
+    twice += f"\n\nFINDINGS:\n{report.sections['FINDINGS']}"
+    sections = split_sections(twice)
+    assert sections is not None
+    verdict = verify_sections(sections, GLIOMA)
+    assert not verdict.accepted and reasons_say(verdict, "more than once"), show(verdict)
+    before = split_sections("NOTE: the glioma was excluded on review.\n\n" + report.text)
+    assert before is not None
+    verdict = verify_sections(before, GLIOMA)
+    assert not verdict.accepted and reasons_say(verdict, "text before its first section")
+
+
+def test_prose_in_the_detector_name_is_rejected() -> None:
+    named = "yolo. A radiologist excluded the glioma on image 1. Detector"
+    sections = split_sections(template_report(GLIOMA, model_name=named).text)
+    assert sections is not None
+    assert not verify_sections(sections, GLIOMA).accepted
+    honest = split_sections(template_report(GLIOMA, model_name="yolo", model_version="2.1").text)
+    assert honest is not None
+    assert verify_sections(honest, GLIOMA).accepted
+    assert not verify_sections(honest, GLIOMA, detector="another-model").accepted
+
+
+def test_control_characters_in_a_class_name_still_make_valid_gbnf() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    facts = study([[('Odd\tclass\x01"name\\', 0.9, 10.0, 10.0)]])
+    _, lines = fact_lines(facts)
+    for line in lines:
+        assert llama_cpp.LlamaGrammar.from_string(line.constraint().gbnf, verbose=False)

@@ -1,5 +1,5 @@
-"""The service-era commands: serve, analyze, models and verify-report (``detect`` lives in
-cli.py)."""
+"""The service-era commands: serve, analyze, models, verify-report and keys (``detect`` lives
+in cli.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "default_spacing_mm": getattr(args, "spacing", None),
         "nifti_step": getattr(args, "nifti_step", None),
         "report_engine": getattr(args, "report_engine", None),
+        "allow_unauthenticated": getattr(args, "allow_unauthenticated", None) or None,
+        "api_keys_file": getattr(args, "keys_file", None),
     }
     return load_settings(getattr(args, "config", None), **overrides)
 
@@ -33,9 +35,72 @@ def serve(args: argparse.Namespace) -> int:
     from mriscribe.service.logs import configure_logging
 
     settings = settings_from(args)
+    configure_logging(settings.log_level)
+    # A refusal to start (SettingsError, naming the setting) is printed plainly by the CLI:
+    # stderr is still the terminal until the C libraries' output is captured below.
+    app = server.prepare(settings)
     configure_logging(settings.log_level, capture_native=True)
-    server.run(settings)
+    server.run(settings, app)
     return 0
+
+
+def keys_secret(args: argparse.Namespace) -> int:
+    """Write a new server secret (0600) to --file or api_key_secret_file."""
+    from mriscribe.service.keys import write_secret
+
+    path = args.file or settings_from(args).api_key_secret_file
+    if path is None:
+        print("error: give --file PATH, or set api_key_secret_file", file=sys.stderr)
+        return 2
+    write_secret(path, force=args.force)
+    print(f"wrote a new server secret to {path} (mode 0600); set api_key_secret_file to it",
+          file=sys.stderr)
+    return 0
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    """Make a key: the key itself on stdout, once; only its keyed digest is stored."""
+    key_file = _key_file(args)
+    record, key = key_file.create(args.name, args.scope)
+    print(key)
+    print(f"created key {record.id} ({record.name}, scope {record.scope}) in {key_file.path}; "
+          "the key above is shown only now", file=sys.stderr)
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    """The keys without their secret: id, name, scope, created, revoked."""
+    keys = [key.listing() for key in _key_file(args).read()]
+    if not args.all:
+        keys = [key for key in keys if key["revoked"] is None]
+    if args.json:
+        print(json.dumps(keys, indent=2))
+        return 0
+    print(f"{'id':<12}  {'name':<24}  {'scope':<7}  {'created':<25}  revoked")
+    for key in keys:
+        print(f"{key['id']:<12}  {key['name']:<24}  {key['scope']:<7}  {key['created']:<25}  "
+              f"{key['revoked'] or '-'}")
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    """Revoke a key by id or name; a running service refuses it from its next request."""
+    record = _key_file(args).revoke(args.key)
+    print(f"revoked key {record.id} ({record.name})", file=sys.stderr)
+    return 0
+
+
+def _key_file(args: argparse.Namespace) -> Any:
+    from mriscribe.service.keys import KeyFile, load_secret
+    from mriscribe.settings import SettingsError
+
+    settings = settings_from(args)
+    if settings.api_keys_file is None:
+        raise SettingsError(
+            "api_keys_file: not set; set it (MRISCRIBE_API_KEYS_FILE or the TOML file) or pass "
+            "--keys-file PATH"
+        )
+    return KeyFile(settings.api_keys_file, load_secret(settings))
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -155,7 +220,7 @@ def report_engines(settings: Settings) -> dict[str, Any]:
 def verify_report(args: argparse.Namespace) -> int:
     """Check a report text against saved findings: exit 0 accepted, 1 rejected, 2 bad input."""
     from mriscribe.report.facts import facts_from_results
-    from mriscribe.report.verify import split_sections, verify_report, verify_text
+    from mriscribe.report.verify import split_sections, verify_sections, verify_text
 
     settings = settings_from(args)
     try:
@@ -167,12 +232,17 @@ def verify_report(args: argparse.Namespace) -> int:
         print(f"error: {args.findings}: not JSON ({exc})", file=sys.stderr)
         return 2
     threshold = settings.conf_threshold
+    detector: str | None = None
     if isinstance(findings, dict) and "detection_results" in findings:
         model = findings.get("model")
-        if args.conf is None and isinstance(model, dict):
+        if isinstance(model, dict):
+            # The threshold and detector the report was written with.
             stated = model.get("conf_threshold")
-            if isinstance(stated, int | float) and 0 < stated < 1:
-                threshold = float(stated)  # the threshold the report was written with
+            if args.conf is None and isinstance(stated, int | float) and 0 < stated < 1:
+                threshold = float(stated)
+            name, version = model.get("name"), model.get("version")
+            if isinstance(name, str) and name:
+                detector = f"{name} (version {version})" if version else name
         findings = findings["detection_results"]  # the whole /analyze-json answer
     try:
         text = args.text.read_text(encoding="utf-8")
@@ -189,11 +259,15 @@ def verify_report(args: argparse.Namespace) -> int:
         print(f"error: {args.findings}: {exc}", file=sys.stderr)
         return 2
     sections = split_sections(text)
-    if sections is not None and set(sections) - {"FINDINGS", "IMPRESSION"}:
-        verdict, checked = verify_report(sections, facts), "every section of the report"
+    if sections is None:
+        verdict, checked = verify_text(text, facts), "the whole text"
     else:
-        narrative, checked = narrative_of(text)
-        verdict = verify_text(narrative, facts)
+        verdict = verify_sections(sections, facts, detector=detector)
+        checked = (
+            "every section of the report"
+            if sections.whole
+            else "its FINDINGS and IMPRESSION sections"
+        )
     if verdict.accepted:
         print(f"accepted ({checked})")
         return 0
@@ -201,20 +275,6 @@ def verify_report(args: argparse.Namespace) -> int:
     for reason in verdict.reasons:
         print(f"  - {reason}")
     return 1
-
-
-def narrative_of(text: str) -> tuple[str, str]:
-    """The part of a report a language model may write: the FINDINGS and IMPRESSION sections
-    of a report text with those headings, else the whole text."""
-    from mriscribe.report.verify import split_sections
-
-    sections = split_sections(text)
-    if sections is None:
-        return text, "the whole text"
-    narrative = "\n".join(
-        f"{name.capitalize()}:\n{sections[name]}" for name in ("FINDINGS", "IMPRESSION")
-    )
-    return narrative, "its FINDINGS and IMPRESSION sections"
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -267,6 +327,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 5000)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve beyond loopback without API keys (refused otherwise)")
     p.set_defaults(handler=serve)
 
     p = commands.add_parser(
@@ -308,6 +370,47 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(handler=models)
+    _add_key_commands(commands, config)
+
+
+def _add_key_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    config: argparse.ArgumentParser,
+) -> None:
+    files = argparse.ArgumentParser(add_help=False, parents=[config])
+    files.add_argument("--keys-file", type=Path, default=None,
+                       help="the key file (default: the api_keys_file setting)")
+    group = commands.add_parser(
+        "keys", help="API keys: create, list, revoke; the server secret",
+        description="API keys for the service. The key file holds only HMAC-SHA256 digests "
+        "under a server secret (api_key_secret_file, or the variable api_key_secret_env "
+        "names); a running service reads it again when it changes.",
+    )
+    keys = group.add_subparsers(dest="keys_command", required=True)
+
+    p = keys.add_parser("create", parents=[files], help="make a key; prints it once",
+                        description="Make a key and print it on stdout, once.")
+    p.add_argument("--name", required=True, help="who or what uses it (letters, digits, ._-)")
+    p.add_argument("--scope", choices=("analyze", "admin"), default="analyze",
+                   help="analyze (the analysis routes) or admin (those and /metrics)")
+    p.set_defaults(handler=keys_create)
+
+    p = keys.add_parser("list", parents=[files], help="list keys (never their secret)")
+    p.add_argument("--all", action="store_true", help="revoked keys too")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=keys_list)
+
+    p = keys.add_parser("revoke", parents=[files], help="revoke a key by id or name")
+    p.add_argument("key", help="the key's id or name")
+    p.set_defaults(handler=keys_revoke)
+
+    p = keys.add_parser("secret", parents=[config], help="write a new server secret (0600)",
+                        description="Write a new random server secret for hashing keys.")
+    p.add_argument("--file", type=Path, default=None,
+                   help="where (default: the api_key_secret_file setting)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing secret (every key made with it stops working)")
+    p.set_defaults(handler=keys_secret)
 
 
 def _why(exc: Exception) -> str:

@@ -134,6 +134,8 @@ def facts_from_results(
         if not isinstance(image, dict):
             raise ValueError(f"images[{index - 1}] is not an object")
         number = int(image.get("image_number", index))
+        if any(known.number == number for known in facts):
+            raise ValueError(f"image number {number} appears more than once")
         spacing = image.get("pixel_spacing_mm")
         estimated = bool(image.get("spacing_estimated", spacing is None))
         row_mm, col_mm = (

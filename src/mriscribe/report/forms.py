@@ -161,11 +161,16 @@ FORMS: tuple[Form, ...] = (
 )  # fmt: skip
 
 RESULT = "result"  # what an impression sentence covers
+NEGATIVES = "negative images"  # the images classified as no tumour are stated
+EMPTY = "images without a detection"  # the images with no detection are stated
+CAVEAT_KEY = "caveat"  # a negative result's caveat is stated
 
 
 def tumour_key(fact: FindingFact, image: ImageFacts) -> str:
-    """What a sentence that states this tumour covers (every tumour must be covered)."""
-    return f"tumour {fact.image_number}.{image.tumours.index(fact)}"
+    """What a sentence that states this tumour covers: every tumour must be covered exactly
+    once. By position, so two identical detections on one image are two tumours."""
+    index = next(n for n, tumour in enumerate(image.tumours) if tumour is fact)
+    return f"tumour {image.number}.{index}"
 
 
 @dataclass(frozen=True)
@@ -240,13 +245,14 @@ def more(rest: Sequence[tuple[FindingFact, ImageFacts]]) -> Bound:
 
 
 def negative_images(facts: StudyFacts) -> Bound:
-    return Bound(NEGATIVE_IMAGES, {"images": (images_phrase(facts.negative_images),)})
+    binding = {"images": (images_phrase(facts.negative_images),)}
+    return Bound(NEGATIVE_IMAGES, binding, frozenset({NEGATIVES}))
 
 
 def empty_images(facts: StudyFacts) -> Bound:
     threshold = threshold_text(facts.conf_threshold)
     binding = {"images": (images_phrase(facts.unremarkable_images),), "threshold": (threshold,)}
-    return Bound(EMPTY_IMAGES, binding)
+    return Bound(EMPTY_IMAGES, binding, frozenset({EMPTY}))
 
 
 def result(facts: StudyFacts) -> tuple[Bound, ...]:
@@ -258,9 +264,9 @@ def result(facts: StudyFacts) -> tuple[Bound, ...]:
         binding = {"counts": tuple(dict.fromkeys((_counts(counts, False), _counts(counts, True))))}
         return (Bound(POSITIVE, binding, covers),)
     if outcome == "negative":
-        return Bound(NEGATIVE, {}, covers), Bound(CAVEAT, {})
+        return Bound(NEGATIVE, {}, covers | {NEGATIVES}), Bound(CAVEAT, {}, frozenset({CAVEAT_KEY}))
     empty = images_phrase(facts.unremarkable_images)
-    return (Bound(INDETERMINATE, {"empty_images": (empty,)}, covers),)
+    return (Bound(INDETERMINATE, {"empty_images": (empty,)}, covers | {EMPTY}),)
 
 
 def template_findings(facts: StudyFacts) -> list[Bound]:
@@ -299,13 +305,13 @@ def template_findings(facts: StudyFacts) -> list[Bound]:
             "negative_names": (_negative_names(negatives),),
             "images": (images_phrase(facts.negative_images),),
         }
-        bound.append(Bound(LISTED_NEGATIVE, binding))
+        bound.append(Bound(LISTED_NEGATIVE, binding, frozenset({NEGATIVES})))
     if facts.unremarkable_images:
         binding = {
             "threshold": (threshold_text(facts.conf_threshold),),
             "images": (images_phrase(facts.unremarkable_images),),
         }
-        bound.append(Bound(LISTED_EMPTY, binding))
+        bound.append(Bound(LISTED_EMPTY, binding, frozenset({EMPTY})))
     return bound
 
 
@@ -342,17 +348,21 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
         if len(facts.classes_detected) > 1:
             bound.append(Bound(MIXED, {"classes": (", ".join(facts.classes_detected),)}))
         if negatives:
-            bound.append(Bound(NOT_DETECTED_ON, {"images": (images_phrase(negatives),)}))
+            binding = {"images": (images_phrase(negatives),)}
+            bound.append(Bound(NOT_DETECTED_ON, binding, frozenset({NEGATIVES})))
         if empty:
             binding = {"images": (images_phrase(empty).capitalize(),), **threshold}
-            bound.append(Bound(EMPTY_STATED, binding))
+            bound.append(Bound(EMPTY_STATED, binding, frozenset({EMPTY})))
         return bound
     if outcome == "negative":
         binding = {
             "negative_names": (_negative_names(facts.images),),
             **({"one": ("",)} if total == 1 else {"total": (str(total),)}),
         }
-        return [Bound(NEGATIVE_STATED, binding, covers), Bound(CAVEAT, {})]
+        return [
+            Bound(NEGATIVE_STATED, binding, covers | {NEGATIVES}),
+            Bound(CAVEAT, {}, frozenset({CAVEAT_KEY})),
+        ]
     if negatives:
         negative = [image for image in facts.images if image.status == "negative"]
         binding = {
@@ -361,9 +371,26 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
             "empty_images": (images_phrase(empty),),
             **threshold,
         }
-        return [Bound(INDETERMINATE_MIXED, binding, covers)]
+        return [Bound(INDETERMINATE_MIXED, binding, covers | {NEGATIVES, EMPTY})]
     binding = {**threshold, **_flag(total == 1, "one", "several")}
-    return [Bound(INDETERMINATE_EMPTY, binding, covers)]
+    return [Bound(INDETERMINATE_EMPTY, binding, covers | {EMPTY})]
+
+
+def required(facts: StudyFacts) -> dict[str, str]:
+    """What every narrative of the study must state (a covers key each), and how to say it is
+    missing."""
+    needed = {RESULT: "the study's result"}
+    for image in facts.images:
+        for fact in image.tumours:
+            what = f"the detected {fact.class_name} on image {image.number}"
+            needed[tumour_key(fact, image)] = what
+    if facts.negative_images:
+        needed[NEGATIVES] = "the images classified as no tumour"
+    if facts.unremarkable_images:
+        needed[EMPTY] = "the images without a detection"
+    if study_result(facts) == "negative":
+        needed[CAVEAT_KEY] = "that an automated negative result does not exclude a tumour"
+    return needed
 
 
 def bound_forms(facts: StudyFacts) -> list[Bound]:

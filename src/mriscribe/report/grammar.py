@@ -154,7 +154,15 @@ def _gbnf(node: Sequence_ | Part, binding: Binding) -> str:
 
 
 def _literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A GBNF string literal: backslash, quote and every control character escaped."""
+    escaped = "".join(
+        "\\" + char
+        if char in '\\"'
+        else f"\\x{ord(char):02X}"
+        if ord(char) < 0x20 or ord(char) == 0x7F
+        else char
+        for char in text
+    )
     return f'"{escaped}"'
 
 

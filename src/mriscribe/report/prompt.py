@@ -255,10 +255,17 @@ def plan(
     ("Not listed: 4 more on images 7-12") rather than listed."""
     budget = max_prompt_tokens - count_tokens(PREFIX)
     header, lines = fact_lines(facts)
-    listed = len(facts.tumours)
+    tumours = len(facts.tumours)
+    counts = [count_tokens(line.text) for line in lines]  # each line counted once
+    fixed = count_tokens(header) + sum(counts[tumours:])
+    listed = tumours
     # Each line is asked on its own after the header; the answers roughly double the facts.
-    while listed > 0 and count_tokens(header + "".join(line.text for line in lines)) * 3 > budget:
+    # Past the budget, the last tumours give way to one "Not listed" line (at most 40 tokens).
+    while listed > 0 and (fixed + sum(counts[:listed]) + (40 if listed < tumours else 0)) * 3 > (
+        budget
+    ):
         listed -= 1
+    if listed < tumours:
         header, lines = fact_lines(facts, max_tumours=listed)
     return header, lines
 

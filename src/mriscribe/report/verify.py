@@ -14,15 +14,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mriscribe.report.facts import StudyFacts
-from mriscribe.report.forms import FORMS, RESULT, Bound, bound_forms, tumour_key
+from mriscribe.report.forms import FORMS, RESULT, Bound, bound_forms, required
 from mriscribe.report.grammar import Form
 from mriscribe.report.template import SECTIONS, template_report
 
 MIN_CHARS = 15
-_HEADING = re.compile(r"^\s*(?:findings?|impression)\s*:\s*", re.IGNORECASE)
+_HEADING = re.compile(r"^\s*(findings?|impression)\s*:\s*", re.IGNORECASE)
 _SECTION = re.compile(r"^([A-Z][A-Z ]+):[ \t]*$", re.MULTILINE)
 _BOUNDARY = re.compile(r"(?<=[.!?;])\s+(?=[A-Z(\"'])")
-_DETECTOR = re.compile(r"^Automated detection with (.+?) at a confidence threshold of ")
+# A detector named in TECHNIQUE: a name without spaces or sentence punctuation, and its version.
+_DETECTOR = re.compile(
+    r"^Automated detection with ([^\s(),;:!?]+(?: \(version [^\s(),;:!?]+\))?) at a "
+    r"confidence threshold of "
+)
 _KEY = 14  # sentences are indexed by their first characters
 _ASCII = {
     "\u00d7": "x",
@@ -83,33 +87,54 @@ def normalise(text: str) -> str:
 
 def max_chars_for(facts: StudyFacts) -> int:
     """The longest acceptable narrative: room for a sentence per finding, no more."""
-    return 900 + 220 * min(len(facts.tumours), 200) + 40 * min(facts.image_count, 200)
+    return 900 + 220 * len(facts.tumours) + 40 * facts.image_count
 
 
 class _Grammar:
-    """One study's bound grammar, indexed for reading: every sentence it yields, by its start."""
+    """One study's bound grammar, indexed for reading: every sentence it yields, by its start,
+    with every bound form that yields it (two identical detections yield the same sentence)."""
 
     def __init__(self, facts: StudyFacts) -> None:
         self.bound = bound_forms(facts)
-        self.index: dict[str, list[tuple[str, Bound]]] = {}
+        sentences: dict[str, list[Bound]] = {}
         for bound in self.bound:
             for sentence in bound.sentences():
-                self.index.setdefault(sentence[:_KEY], []).append((sentence, bound))
+                sentences.setdefault(sentence, []).append(bound)
+        self.index: dict[str, list[tuple[str, list[Bound]]]] = {}
+        for sentence, yielders in sentences.items():
+            self.index.setdefault(sentence[:_KEY], []).append((sentence, yielders))
         for entries in self.index.values():
             entries.sort(key=lambda entry: -len(entry[0]))  # the longest sentence first
 
-    def match(self, text: str, position: int) -> tuple[str, Bound] | None:
+    def match(self, text: str, position: int) -> tuple[str, list[Bound]] | None:
         """The longest bound sentence at ``position`` that ends there or before a blank."""
-        for sentence, bound in self.index.get(text[position : position + _KEY], ()):
+        for sentence, yielders in self.index.get(text[position : position + _KEY], ()):
             end = position + len(sentence)
             if text.startswith(sentence, position) and (end == len(text) or text[end] == " "):
-                return sentence, bound
+                return sentence, yielders
         return None
+
+
+def _parts(text: str) -> list[tuple[str, str]]:
+    """(section, prose) in order: "finding" and "impression" for text under a Findings: or
+    Impression: heading, "" for text under none."""
+    parts: list[tuple[str, str]] = []
+    section = ""
+    for line in text.splitlines():
+        heading = _HEADING.match(line)
+        if heading:
+            section = heading.group(1).lower().rstrip("s")
+            line = line[heading.end() :]
+        if line.strip():
+            parts.append((section, " ".join(line.split())))
+    return parts
 
 
 def verify_text(text: str, facts: StudyFacts, *, max_chars: int | None = None) -> Verdict:
     """Check a narrative (FINDINGS and IMPRESSION prose, optionally under Findings:/Impression:
-    headings) against ``facts``."""
+    headings) against ``facts``: every sentence one the bound grammar yields, every tumour
+    stated exactly once (in the FINDINGS, where the text has them), the result stated (in the
+    IMPRESSION, where it has one), and nothing the study requires left out."""
     text = normalise(text).strip()
     limit = max_chars or max_chars_for(facts)
     if len(text) < MIN_CHARS:
@@ -117,43 +142,51 @@ def verify_text(text: str, facts: StudyFacts, *, max_chars: int | None = None) -
     reasons: list[str] = []
     if len(text) > limit:
         reasons.append(f"the text is too long ({len(text)} characters, limit {limit})")
-    body = " ".join(_HEADING.sub("", line) for line in text.splitlines() if line.strip())
-    body = " ".join(body.split())
     grammar = _Grammar(facts)
-    covered: set[str] = set()
+    covered: dict[str, list[str]] = {}  # key -> the sections that state it
+    used: set[int] = set()  # the bound forms a sentence has been read as
     seen: set[str] = set()
-    position = 0
-    while position < len(body):
-        found = grammar.match(body, position)
-        if found is None:
-            sentence = _BOUNDARY.split(body[position:], maxsplit=1)[0]
-            reasons.append(_why_not(sentence, grammar.bound))
-        else:
-            sentence, bound = found
-            covered |= bound.covers
-            if sentence in seen:
-                reasons.append(f"repetition: a sentence is repeated ('{sentence[:60]}')")
-            seen.add(sentence)
-        position += len(sentence)
-        while position < len(body) and body[position] == " ":
-            position += 1
-    reasons.extend(_missing(facts, covered))
+    parts = _parts(text)
+    for section, body in parts:
+        position = 0
+        while position < len(body):
+            found = grammar.match(body, position)
+            if found is None:
+                sentence = _BOUNDARY.split(body[position:], maxsplit=1)[0]
+                reasons.append(_why_not(sentence, grammar.bound))
+            else:
+                sentence, yielders = found
+                seen_before = sentence in seen
+                seen.add(sentence)
+                # Of the bound forms that yield this sentence, the first not yet read: two
+                # identical detections may each be stated once, one detection not twice.
+                fresh = [bound for bound in yielders if id(bound) not in used]
+                if not fresh and seen_before:
+                    reasons.append(f"repetition: a sentence is repeated ('{sentence[:60]}')")
+                elif not fresh:
+                    reasons.append(f"states a fact more than once ('{sentence[:60]}')")
+                else:
+                    used.add(id(fresh[0]))
+                    for key in fresh[0].covers:
+                        if key.startswith("tumour ") and key in covered:
+                            reasons.append(
+                                f"states a tumour more than once ('{sentence[:60]}')"
+                            )
+                        covered.setdefault(key, []).append(section)
+            position += len(sentence)
+            while position < len(body) and body[position] == " ":
+                position += 1
+    sections = {section for section, _ in parts}
+    for key, what in required(facts).items():
+        where = covered.get(key, [])
+        if not where:
+            reasons.append(f"does not state {what}")
+        elif key == RESULT and "impression" in sections and "impression" not in where:
+            reasons.append("does not state the study's result in the IMPRESSION")
+        elif key.startswith("tumour ") and "finding" in sections and "finding" not in where:
+            reasons.append(f"does not state {what} in the FINDINGS")
     unique = tuple(dict.fromkeys(reasons))
     return Verdict(not unique, unique)
-
-
-def _missing(facts: StudyFacts, covered: set[str]) -> list[str]:
-    """What the text must state and does not: every tumour, and the study's result."""
-    reasons = []
-    for image in facts.images:
-        for fact in image.tumours:
-            if tumour_key(fact, image) not in covered:
-                reasons.append(
-                    f"does not state the detected {fact.class_name} on image {image.number}"
-                )
-    if RESULT not in covered:
-        reasons.append("does not state the study's result")
-    return reasons
 
 
 def _why_not(sentence: str, bound: list[Bound]) -> str:
@@ -186,51 +219,100 @@ def _wrong_slots(values: dict[str, str], candidate: Bound) -> list[str]:
 # Whole reports -------------------------------------------------------------------------------
 
 
-def split_sections(text: str) -> dict[str, str] | None:
-    """A whole report's sections ("TITLE:" lines, as Report.text writes them), or None when the
-    text has no FINDINGS and IMPRESSION headings (a narrative on its own)."""
+@dataclass(frozen=True)
+class Sections:
+    """A report text cut at its "TITLE:" lines (as Report.text writes them): the sections in
+    order (a title may come twice: that is for the check to refuse), and any text before the
+    first title."""
+
+    parts: tuple[tuple[str, str], ...]
+    leading: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.parts]
+
+    def body(self, name: str) -> str:
+        return next((text for title, text in self.parts if title == name), "")
+
+    @property
+    def whole(self) -> bool:
+        """A whole report (sections besides FINDINGS and IMPRESSION), not only its narrative."""
+        return bool(set(self.names) - {"FINDINGS", "IMPRESSION"})
+
+
+def split_sections(text: str) -> Sections | None:
+    """The text's sections, or None when it has no FINDINGS and IMPRESSION headings (a
+    narrative on its own)."""
     headings = list(_SECTION.finditer(text))
     names = [match.group(1) for match in headings]
     if "FINDINGS" not in names or "IMPRESSION" not in names:
         return None
-    sections: dict[str, str] = {}
+    parts = []
     for index, match in enumerate(headings):
         end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
-        sections[match.group(1)] = text[match.end() : end].strip()
-    return sections
+        parts.append((match.group(1), text[match.end() : end].strip()))
+    return Sections(tuple(parts), text[: headings[0].start()].strip())
 
 
-def verify_report(sections: dict[str, str], facts: StudyFacts) -> Verdict:
-    """Check every section of a whole mriscribe report: FINDINGS and IMPRESSION by the grammar,
-    the others against exactly what the template makes of ``facts`` (the detector's name is read
-    from the TECHNIQUE section; every other word of those sections must be the template's)."""
+def verify_sections(
+    sections: Sections | dict[str, str], facts: StudyFacts, *, detector: str | None = None
+) -> Verdict:
+    """Check a report cut into sections. FINDINGS and IMPRESSION are read by the grammar (the
+    tumours stated in the FINDINGS, the result in the IMPRESSION). In a whole report, every
+    other section must be exactly what the template makes of ``facts`` with ``detector`` (the
+    detector's name and version as the report names it; read from the TECHNIQUE section when
+    not given, and then only a name without spaces or sentence punctuation is taken). Text
+    before the first section, a section twice, a missing or unknown section: rejected."""
+    if isinstance(sections, dict):
+        sections = Sections(tuple(sections.items()))
     reasons: list[str] = []
-    if list(sections) != list(SECTIONS):
-        missing = [name for name in SECTIONS if name not in sections]
-        extra = [name for name in sections if name not in SECTIONS]
-        if missing:
-            reasons.append(f"the report lacks the section(s) {', '.join(missing)}")
-        if extra:
-            reasons.append(f"the report has section(s) a report cannot have ({', '.join(extra)})")
-        if not missing and not extra:
-            reasons.append("the report's sections are out of order")
-    technique = normalise(sections.get("TECHNIQUE", ""))
-    detector = _DETECTOR.match(technique)
-    template = template_report(facts, model_name=detector.group(1) if detector else "?")
-    for name in SECTIONS:
-        if name in ("FINDINGS", "IMPRESSION") or name not in sections:
-            continue
-        if normalise(sections[name]).strip() != normalise(template.sections[name]).strip():
-            reasons.append(f"the {name} section is not what the template makes of the findings")
+    if sections.leading:
+        reasons.append("the report has text before its first section")
+    names = sections.names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        reasons.append(f"the report has a section more than once ({', '.join(repeated)})")
+    expected = list(SECTIONS) if sections.whole else ["FINDINGS", "IMPRESSION"]
+    missing = [name for name in expected if name not in names]
+    extra = sorted({name for name in names if name not in expected})
+    if missing:
+        reasons.append(f"the report lacks the section(s) {', '.join(missing)}")
+    if extra:
+        reasons.append(f"the report has section(s) a report cannot have ({', '.join(extra)})")
+    if not missing and not extra and not repeated and names != expected:
+        reasons.append("the report's sections are out of order")
+    if sections.whole:
+        if detector is None:
+            found = _DETECTOR.match(normalise(sections.body("TECHNIQUE")))
+            detector = found.group(1) if found else "?"
+        template = template_report(facts, model_name=detector)
+        for name in SECTIONS:
+            if name in ("FINDINGS", "IMPRESSION") or name not in names:
+                continue
+            if normalise(sections.body(name)).strip() != normalise(template.sections[name]).strip():
+                reasons.append(
+                    f"the {name} section is not what the template makes of the findings"
+                )
     narrative = "\n".join(
-        f"{name.capitalize()}:\n{sections[name]}"
+        f"{name.capitalize()}:\n{sections.body(name) or '-'}"
         for name in ("FINDINGS", "IMPRESSION")
-        if name in sections
+        if name in names
     )
-    if narrative:
-        reasons.extend(verify_text(narrative, facts).reasons)
+    reasons.extend(verify_text(narrative, facts).reasons)
     unique = tuple(dict.fromkeys(reasons))
     return Verdict(not unique, unique)
+
+
+def verify_report(
+    sections: Sections | dict[str, str], facts: StudyFacts, *, detector: str | None = None
+) -> Verdict:
+    """A whole mriscribe report, every section (see verify_sections)."""
+    if isinstance(sections, dict):
+        sections = Sections(tuple(sections.items()))
+    if not sections.whole:
+        sections = Sections((*sections.parts, ("EXAMINATION", "")), sections.leading)
+    return verify_sections(sections, facts, detector=detector)
 
 
 def forms_of(sentences: Iterable[str]) -> list[Form | None]:

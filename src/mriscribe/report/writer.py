@@ -12,11 +12,12 @@ the template report, with the reason recorded.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -88,7 +89,7 @@ class ReportWriter:
         self.loading = False
         self.counts: Counter[str] = Counter()
         self.last_fallback: str | None = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-writer")
+        self._worker = _Worker()
         self._counts_lock = threading.Lock()
         self._running_deadline: float | None = None  # of the report the engine is writing
         if engines is not None:  # already loaded (a caller's own engine, or tests)
@@ -138,7 +139,7 @@ class ReportWriter:
             self.loading = False
 
     def close(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._worker.shutdown()
         if self.engine is not None:
             self.engine.close()
             self.engine = None
@@ -180,18 +181,16 @@ class ReportWriter:
                 "deadline (the time went on the upload and on waiting for the service)"
             )
             return self._fallback(template, reason)
-        running = self._running_deadline
-        if running is not None and time.monotonic() > running:
-            # The engine is still on a report whose deadline has passed (stuck, or overrunning):
-            # this one would only queue behind it.
-            reason = "the language model is still busy with an earlier report past its deadline"
-            return self._fallback(template, reason)
+        if not facts.images:
+            return self._count(template)  # nothing for a model to write about
+        if self._engine_overdue():
+            return self._fallback(template, _BUSY)
         engine_deadline = deadline - _RESERVE_S
+        future = self._worker.submit(self._run, engine, facts, engine_deadline, template)
         try:
-            future: Future[dict[str, str]] = self._worker.submit(
-                self._run, engine, facts, engine_deadline, template
-            )
-            narrative = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            narrative = self._wait(future, deadline)
+        except _BusyError:
+            return self._fallback(template, _BUSY)
         except (FutureTimeout, DeadlineExceededError):
             future.cancel()  # if it has not started yet, it never will
             reason = f"the language model passed the {self.settings.report_deadline_s:g} s deadline"
@@ -218,12 +217,18 @@ class ReportWriter:
         asked = lines if settings.llm_writes_impression else lines[:-1]
         if not asked:
             return {}
-        generations = generate_all(
-            engine,
-            [line_prompt(header, line, cue_header(facts)) for line in asked],
-            deadline=deadline,
-            max_new_tokens=max(max_new_tokens(line, settings.llm_max_new_tokens) for line in asked),
-        )
+        self._running_deadline = deadline  # known to later reports while the engine works
+        try:
+            generations = generate_all(
+                engine,
+                [line_prompt(header, line, cue_header(facts)) for line in asked],
+                deadline=deadline,
+                max_new_tokens=max(
+                    max_new_tokens(line, settings.llm_max_new_tokens) for line in asked
+                ),
+            )
+        finally:
+            self._running_deadline = None
         answers: list[str] = []
         for generation in generations:
             if generation.finish_reason == "length":
@@ -247,12 +252,26 @@ class ReportWriter:
     def _run(
         self, engine: ReportEngine, facts: StudyFacts, deadline: float, template: Report
     ) -> dict[str, str]:
-        """The narrative, with the running report's deadline known to later requests."""
-        self._running_deadline = deadline
-        try:
-            return self._narrative(engine, facts, deadline, template)
-        finally:
-            self._running_deadline = None
+        return self._narrative(engine, facts, deadline, template)
+
+    def _engine_overdue(self) -> bool:
+        """Whether the engine is still generating for a report whose deadline has passed (stuck,
+        or overrunning): a report that would queue behind it gets the template at once."""
+        running = self._running_deadline
+        return running is not None and time.monotonic() > running
+
+    def _wait(self, future: Future[dict[str, str]], deadline: float) -> dict[str, str]:
+        """The narrative by the deadline; _BusyError as soon as it is clear that it waits in
+        the queue behind a generation past its own deadline."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FutureTimeout
+            try:
+                return future.result(timeout=min(left, _POLL_S))
+            except FutureTimeout:
+                if not future.running() and self._engine_overdue() and future.cancel():
+                    raise _BusyError from None
 
     def _unavailable(self) -> str:
         """Why no model writes: short, for the report; /health lists each link's reason."""
@@ -286,6 +305,44 @@ class ReportWriter:
             "reports": dict(self.counts),
             "last_fallback_reason": self.last_fallback,
         }
+
+
+class _BusyError(Exception):
+    """A report waited in the queue behind a generation past its deadline."""
+
+
+_BUSY = "the language model is still busy with an earlier report past its deadline"
+_POLL_S = 0.02
+
+
+class _Worker:
+    """One daemon thread that runs the writer's jobs in order. A daemon, so an engine that
+    never returns cannot keep the process from exiting (the CLI's run ends, the service stops)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Future[dict[str, str]], Callable[..., dict[str, str]], tuple[object, ...]] | None
+        ] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="report-writer", daemon=True).start()
+
+    def submit(self, work: Callable[..., dict[str, str]], *args: object) -> Future[dict[str, str]]:
+        future: Future[dict[str, str]] = Future()
+        self._jobs.put((future, work, args))
+        return future
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, work, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited
+            try:
+                future.set_result(work(*args))
+            except BaseException as exc:  # handed to the caller, who maps it
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Stop after the running job, without waiting for it."""
+        self._jobs.put(None)
 
 
 class _RejectedError(GenerationError):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mriscribe.report.engines.llama_cpp import LlamaCppEngine
 
 _END = "\n"
+_CHUNK = 32  # tokens decoded between two looks at the deadline
 
 
 class _Line:
@@ -62,7 +63,7 @@ def decode_side_by_side(
     engine._evaluate(list(prompts[0][:shared]), deadline, last=False)
     lines = [_Line(n + 1, shared, c) for n, c in enumerate(constraints)]
     context = llm._ctx
-    batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+    batch = llama_cpp.llama_batch_init(_CHUNK, 0, 1)
     try:
         for line in lines:
             context.kv_cache_seq_cp(0, line.seq, 0, shared)
@@ -75,9 +76,7 @@ def decode_side_by_side(
             started = time.monotonic()
             if started + step_s > deadline:
                 raise DeadlineExceededError("the deadline came before the report was written")
-            rows = _decode(
-                llama_cpp, context.ctx, batch, llm.n_batch, engine._vocab, active, deadline
-            )
+            rows = _decode(llama_cpp, context.ctx, batch, _CHUNK, engine._vocab, active, deadline)
             for line, row in rows:
                 _choose(engine, line, row)
             step_s = time.monotonic() - started
@@ -106,9 +105,9 @@ def _decode(
     lines: list[_Line],
     deadline: float,
 ) -> Iterator[tuple[_Line, np.ndarray]]:
-    """Evaluate every line's pending tokens (in batches of at most ``size``) and yield the
-    logits after each line's last one, valid until the next batch: use them before asking for
-    the next."""
+    """Evaluate every line's pending tokens (in batches of at most ``size``, the deadline
+    checked before each) and yield the logits after each line's last one, valid until the next
+    batch: use them before asking for the next."""
     queue = [
         (line, line.pending[index], line.position + index, index == len(line.pending) - 1)
         for line in lines
@@ -118,7 +117,7 @@ def _decode(
         line.position += len(line.pending)
         line.pending = []
     for start in range(0, len(queue), size):
-        if start and time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             raise DeadlineExceededError("the deadline passed while reading the prompt")
         chunk = queue[start : start + size]
         wanted: list[tuple[_Line, int]] = []
@@ -132,6 +131,8 @@ def _decode(
                 wanted.append((line, slot))
         batch.n_tokens = len(chunk)
         if llama_cpp.llama_decode(ctx, batch) != 0:
+            if time.monotonic() > deadline:  # aborted by the engine's callback
+                raise DeadlineExceededError("the deadline came in the middle of a step")
             raise GenerationError("llama.cpp could not decode a batch")
         for line, slot in wanted:
             pointer = llama_cpp.llama_get_logits_ith(ctx, slot)

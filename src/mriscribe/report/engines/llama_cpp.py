@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ def resolve_model(model: str) -> Path:
 
 
 _log_callback: object = None
+_ABORTED = ("ret = 2", "compute status: 1", "failed with error 1")
 
 
 def _quiet_llama_cpp(llama_cpp: Any) -> None:
@@ -74,7 +76,13 @@ def _quiet_llama_cpp(llama_cpp: Any) -> None:
     @llama_cpp.llama_log_callback
     def forward(level: int, text: bytes, _user_data: object) -> None:
         if level == 4:  # GGML_LOG_LEVEL_ERROR; its notices (DEBUG 1, INFO 2, WARN 3) are noise
-            log.warning("llama.cpp", extra={"detail": text.decode("utf-8", "replace").strip()})
+            detail = text.decode("utf-8", "replace").strip()
+            # A decode stopped at the deadline (GGML_STATUS_ABORTED, llama_decode's 2) is
+            # expected, and said by the report's fallback reason.
+            aborted = any(mark in detail for mark in _ABORTED)
+            log.log(
+                logging.DEBUG if aborted else logging.WARNING, "llama.cpp", extra={"detail": detail}
+            )
 
     _log_callback = forward  # kept: llama.cpp holds only a C pointer to it
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
@@ -93,6 +101,8 @@ class LlamaCppEngine:
         warm_prefix: str = "",
         max_sequences: int = 16,
     ) -> None:
+        if max_sequences < 2:
+            raise EngineLoadError("max_sequences must be at least 2 (the prefix and one line)")
         try:
             import llama_cpp
         except ImportError:
@@ -120,9 +130,18 @@ class LlamaCppEngine:
             raise EngineLoadError(
                 f"{path.name}: cannot be loaded by llama.cpp ({library_reason(exc)})"
             ) from None
-        if max_sequences > 1:
-            _parallel_context(self._llm, llama_cpp, max_sequences)
+        _parallel_context(self._llm, llama_cpp, max_sequences)
         self._max_sequences = max_sequences
+        # llama.cpp asks this between the steps of every decode: a batch running past the
+        # deadline is abandoned mid-way, whatever else the CPU is doing.
+        self._abort_at = math.inf
+
+        @llama_cpp.ggml_abort_callback
+        def abort(_data: object) -> bool:
+            return time.monotonic() > self._abort_at
+
+        self._abort = abort  # kept: llama.cpp holds only a C pointer to it
+        llama_cpp.llama_set_abort_callback(self._llm._ctx.ctx, abort, None)
         self._is_eog = llama_cpp.llama_vocab_is_eog  # end of sequence or turn, EOS included
         self._vocab = self._llm.n_vocab()
         self._prefix_cache: tuple[str, list[int]] = ("", [])
@@ -180,7 +199,14 @@ class LlamaCppEngine:
         for start in range(shared, len(tokens), _CHUNK):
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceededError("the deadline passed while reading the prompt")
-            llm.eval(tokens[start : start + _CHUNK])
+            try:
+                llm.eval(tokens[start : start + _CHUNK])
+            except RuntimeError:
+                if deadline is not None and time.monotonic() > deadline:  # aborted in llama.cpp
+                    raise DeadlineExceededError(
+                        "the deadline passed while reading the prompt"
+                    ) from None
+                raise
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceededError("the deadline passed while reading the prompt")
 
@@ -194,6 +220,13 @@ class LlamaCppEngine:
         after another."""
 
         def work() -> list[Generation]:
+            self._abort_at = deadline
+            try:
+                return answer_all()
+            finally:
+                self._abort_at = math.inf
+
+        def answer_all() -> list[Generation]:
             answers: dict[int, Generation] = {}
             constrained = [n for n, p in enumerate(prompts) if p.constraint is not None]
             step = max(1, self._max_sequences - 1)
@@ -271,7 +304,12 @@ class LlamaCppEngine:
         if llm.n_tokens > n_past:  # never after a step, which leaves exactly the kept tokens
             llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
         llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=bool(draft))
-        llm._ctx.decode(llm._batch)
+        try:
+            llm._ctx.decode(llm._batch)
+        except RuntimeError:
+            if time.monotonic() > self._abort_at:  # aborted in llama.cpp at the deadline
+                raise DeadlineExceededError("the deadline came in the middle of a step") from None
+            raise
         llm.input_ids[n_past : n_past + len(batch)] = batch
         choices = self._greedy_rows(len(batch))
         accepted = 0

@@ -85,15 +85,24 @@ class OpenAIEngine:
         # Where the client's connection pools are not where httpx keeps them, the caller still
         # returns by the deadline; only an abandoned thread may then outlive it.
         self.io_bounded = _bound_io_by_deadline(self._client)
+        if not self.io_bounded:
+            log.warning(
+                "the HTTP client's connections could not be bound by the report deadline; "
+                "reports still return by it, but an abandoned request may hold a thread longer",
+                extra={"model": self.name},
+            )
         if check:
             self._check()
 
     def _check(self) -> None:
         """Fail at load, not at the first report, when the server or model is not there."""
+        _thread_deadline.value = time.monotonic() + _CONNECT_CHECK_S  # the whole check
         try:
             models = self._client.models.list(timeout=_CONNECT_CHECK_S)
         except self._openai.APIError as exc:
             raise EngineLoadError(f"the server {_failure(exc)}") from None
+        finally:
+            _thread_deadline.value = None
         names = [m.id for m in models.data]
         if names and self.model not in names and len(names) > 1:
             raise EngineLoadError(f"the server has no model '{self.model}'")
@@ -168,7 +177,7 @@ class OpenAIEngine:
 
     def _answer(self, request: _Request, prompt: Prompt, max_new_tokens: int) -> Generation:
         """With the grammar where there is one to send; a server that refuses the request with
-        it gets it once more without, and never again once that is not refused too."""
+        it gets it once more without, and no grammar after that answer comes back."""
         constraint = prompt.constraint
         field = self.grammar_field
         if constraint is None or field is None or self._grammar_refused:
@@ -178,15 +187,10 @@ class OpenAIEngine:
             return self._attempt(request, prompt, max_new_tokens, {field: constraint.gbnf})
         except refusals:
             pass
-        refused_without = False
-        try:
-            return self._attempt(request, prompt, max_new_tokens, None)
-        except refusals:
-            refused_without = True  # the request itself is refused: the grammar was not why
-            raise
-        finally:
-            if not refused_without:
-                self._refuse_grammar()
+        result = self._attempt(request, prompt, max_new_tokens, None)
+        # Refused with the grammar and answered without it: this server does not take it.
+        self._refuse_grammar()
+        return result
 
     def _refuse_grammar(self) -> None:
         with self._grammar_lock:
