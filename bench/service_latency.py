@@ -2,6 +2,7 @@
 in the same run.
 
     python bench/service_latency.py [--requests 60] [--load 1000] [--json results.json]
+    python bench/service_latency.py --auth-only [--auth-requests 400]
 
 1. A real `mriscribe serve` on localhost (default detector, template report): p50/p95 of
    POST /analyze-json and POST /analyze with one 256x256 PNG, sequential, over HTTP.
@@ -10,6 +11,11 @@ in the same run.
    then FPDF), each after the same detection; the end-to-end and rendering-only ratios.
 3. Load: 8 concurrent clients send --load requests to /analyze-json; requests/s, errors, and the
    service's RSS after warm-up, after 20% of the requests and at the end (flat = no growth).
+4. What API keys and rate limits cost: two servers in the same run, one open on loopback (no
+   key, no limits: the prototype's use) and one with a key file and in-memory limits per key
+   and per address; requests alternate between them. p50 of a request that passes every check
+   and then stops at once (POST /analyze-json with no images: 400), and of one 256x256 PNG
+   analysed; the overhead is the difference of the p50s.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "tests" / "fixtures" / "heldout" / "glioma_1.png"
 TARGETS = {"json_p50_ms": 60.0, "pdf_p50_ms": 150.0, "speedup": 5.0, "rps": 20.0, "rss_mb": 400.0}
+AUTH_OVERHEAD_MS = 1.0  # auth and rate-limit checks add at most this to a request's p50
 
 
 def free_port() -> int:
@@ -242,14 +249,93 @@ def load_test(url: str, pid: int, data: bytes, total: int, clients: int = 8) -> 
     }
 
 
+def make_key(folder: Path) -> tuple[dict[str, str], str]:
+    """A server secret and a key file in ``folder`` made with `mriscribe keys`: the settings
+    that turn keys on, and the key."""
+    env = {
+        "MRISCRIBE_API_KEY_SECRET_FILE": str(folder / "secret"),
+        "MRISCRIBE_API_KEYS_FILE": str(folder / "keys.json"),
+    }
+    command = [sys.executable, "-m", "mriscribe", "keys"]
+    subprocess.run([*command, "secret"], env={**os.environ, **env}, check=True)
+    created = subprocess.run(
+        [*command, "create", "--name", "bench"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return env, created.stdout.strip()
+
+
+def auth_overhead(requests: int, data: bytes) -> dict[str, float]:
+    """p50s of the same requests to an open server and to one with keys and rate limits,
+    alternating between them so that both see the same machine."""
+    with tempfile.TemporaryDirectory() as folder:
+        env, key = make_key(Path(folder))
+        # The limits are checked on every request, as in service, but set high enough that
+        # the bench itself never meets them.
+        env["MRISCRIBE_RATE_LIMIT_PER_KEY"] = "1000000/minute"
+        env["MRISCRIBE_RATE_LIMIT_PER_ADDRESS"] = "1000000/minute"
+        open_process, open_url = start_server()
+        keyed_process, keyed_url = start_server(env=env)
+        try:
+            with (
+                httpx.Client(base_url=open_url, timeout=60) as plain,
+                httpx.Client(base_url=keyed_url, timeout=60, headers={"X-API-Key": key}) as keyed,
+            ):
+                no_images = [("other", ("note.txt", b"x", "text/plain"))]
+                image = [("images", (IMAGE.name, data, "image/png"))]
+                times: dict[str, list[float]] = {}
+                for kind, files, count, status in (
+                    ("checks", no_images, requests, 400),
+                    ("png", image, max(20, requests // 4), 200),
+                ):
+                    for name, client in (("open", plain), ("keyed", keyed)):
+                        times[f"{kind}_{name}"] = []
+                        for _ in range(10):  # warm-up
+                            client.post("/analyze-json", files=files)
+                    for _ in range(count):
+                        for name, client in (("open", plain), ("keyed", keyed)):
+                            start = time.perf_counter()
+                            response = client.post("/analyze-json", files=files)
+                            times[f"{kind}_{name}"].append((time.perf_counter() - start) * 1000)
+                            if response.status_code != status:
+                                raise SystemExit(f"{name}: HTTP {response.status_code}")
+        finally:
+            for process in (open_process, keyed_process):
+                process.terminate()
+                process.wait(timeout=30)
+    med = statistics.median
+    results = {f"auth_{name}_p50_ms": med(values) for name, values in times.items()}
+    for kind in ("checks", "png"):
+        results[f"auth_{kind}_overhead_p50_ms"] = med(times[f"{kind}_keyed"]) - med(
+            times[f"{kind}_open"]
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=60, help="sequential requests per route")
     parser.add_argument("--rounds", type=int, default=15, help="rendering comparison rounds")
     parser.add_argument("--load", type=int, default=1000, help="requests in the load test")
+    parser.add_argument(
+        "--auth-requests", type=int, default=400, help="requests per server, keys vs none"
+    )
+    parser.add_argument("--auth-only", action="store_true", help="only the keys comparison")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     data = IMAGE.read_bytes()
+    auth = auth_overhead(args.auth_requests, data)
+    auth_check = {
+        f"API keys + rate limits add <= {AUTH_OVERHEAD_MS:g} ms p50": auth[
+            "auth_checks_overhead_p50_ms"
+        ]
+        <= AUTH_OVERHEAD_MS
+    }
+    if args.auth_only:
+        return report(auth, auth_check, args.json, 34)
 
     process, url = start_server()
     try:
@@ -271,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "analyze_pdf_p95_ms": percentile(pdf_ms, 95),
         **render,
         **{f"load_{k}": v for k, v in load.items()},
+        **auth,
     }
     rss_growth = load["rss_end_mb"] - load.get("rss_20pct_mb", load["rss_start_mb"])
     checks = {
@@ -285,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         f"RSS <= {TARGETS['rss_mb']:g} MB": load["rss_end_mb"] <= TARGETS["rss_mb"],
         "RSS flat (< 5% growth from 20% to 100% of the load)": rss_growth
         < 0.05 * load["rss_end_mb"],
+        **auth_check,
     }
     return report(results, checks, args.json, 34)
 

@@ -6,11 +6,20 @@ TOML file named by ``MRISCRIBE_CONFIG`` (or ``--config``), the defaults below.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +36,12 @@ from mriscribe.imaging.limits import Limits
 MiB = 1024 * 1024
 # Working memory of one analysis besides its data: detector batches, annotation, the PDF.
 ANALYSIS_MARGIN_MB = 64.0
+# The rate-limit notation of the `limits` library ("120/minute", "10 per second; 1000/day"),
+# checked here without importing it (it is slow to import and only the service needs it).
+_RATE = r"\s*[0-9]+\s*(?:/|\s+per\s+)\s*(?:[0-9]+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
+RATE_LIMIT = re.compile(rf"{_RATE}(?:[,;|]{_RATE})*", re.IGNORECASE)
+# Where rate-limit counters may live: this process, or a Redis server shared by replicas.
+RATE_LIMIT_STORES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
 
 
 class SettingsError(MriscribeError):
@@ -174,8 +189,112 @@ class Settings(BaseSettings):
     # Service
     host: str = "127.0.0.1"
     port: int = Field(default=5000, ge=1, le=65535)
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    cors_origins: list[str] | None = Field(
+        default=None,
+        description="origins whose pages may call the API; unset: any ('*') without API keys, "
+        "none with them",
+    )
     log_level: str = "INFO"
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="proxies whose X-Forwarded-For names the client (for per-address limits)",
+    )
+
+    # Access: API keys, rate limits, metrics (docs/DEPLOYMENT.md)
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="the key file (made by `mriscribe keys create`); set: every analysis "
+        "needs an X-API-Key",
+    )
+    api_key_secret_file: Path | None = Field(
+        default=None,
+        description="a file holding the server secret that keys are hashed with "
+        "(`mriscribe keys secret` makes one); else the variable api_key_secret_env names",
+    )
+    api_key_secret_env: str = Field(
+        default="MRISCRIBE_API_KEY_SECRET",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable holding the server secret when no "
+        "api_key_secret_file is set (secrets never go in config files)",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="serve beyond loopback without API keys (refused otherwise)",
+    )
+    rate_limit_enabled: bool | None = Field(
+        default=None,
+        description="unset: rate limits apply unless the service runs open on loopback",
+    )
+    rate_limit_per_key: str = Field(
+        default="120/minute", description="analysis requests per API key; '' for none"
+    )
+    rate_limit_per_address: str = Field(
+        default="600/minute", description="analysis requests per client address; '' for none"
+    )
+    rate_limit_storage_uri: SecretStr | None = Field(
+        default=None,
+        description="where the counters live: unset for this process's memory, or "
+        "redis://host:6379/0 shared by every replica (needs the 'redis' extra)",
+    )
+    metrics_enabled: bool = Field(default=True, description="serve /metrics for Prometheus")
+    metrics_public: bool = Field(
+        default=False,
+        description="/metrics without a key even when API keys are on (else an admin key)",
+    )
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_address")
+    @classmethod
+    def _rate_notation(cls, value: str) -> str:
+        value = value.strip()
+        if value and not RATE_LIMIT.fullmatch(value):
+            raise ValueError(
+                "must be a rate like '120/minute' or '10 per second; 1000/day' ('' for none)"
+            )
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _known_store(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = value.get_secret_value().split("://", 1)[0].lower().removeprefix("async+")
+        if "://" not in value.get_secret_value() or scheme not in RATE_LIMIT_STORES:
+            # The value itself is never repeated: it may hold a password.
+            raise ValueError(
+                f"must be a URI with one of the schemes {', '.join(RATE_LIMIT_STORES)}"
+            )
+        return value
+
+    @property
+    def keys_required(self) -> bool:
+        """Whether requests need an API key: a key file is configured."""
+        return self.api_keys_file is not None
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the service listens on this machine's loopback interface only."""
+        host = self.host.strip("[]")
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether rate limits apply: as set, else unless the service runs open on loopback
+        (the prototype's local use, which never had them)."""
+        if self.rate_limit_enabled is not None:
+            return self.rate_limit_enabled
+        return self.keys_required or not self.loopback_only
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """The CORS origins: as set, else any without keys and none with them."""
+        if self.cors_origins is not None:
+            return self.cors_origins
+        return [] if self.keys_required else ["*"]
 
     @field_validator("log_level")
     @classmethod
@@ -253,13 +372,42 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         where = f" (config {path})" if path else ""
         raise SettingsError(f"invalid settings{where}: {problems}") from None
     except SourceError as exc:  # a MRISCRIBE_* variable that cannot be parsed
-        cause = exc.__cause__ or exc
-        raise SettingsError(f"invalid settings: {cause}") from None
+        raise SettingsError(f"invalid settings: {_unparseable(exc)}") from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
-        raise SettingsError(f"{path}: cannot read config file ({exc})") from None
+        problem = _toml_problem(exc, path)
+        raise SettingsError(f"{path}: cannot read config file ({problem})") from None
     finally:
         if config is not None:
             if previous is None:
                 os.environ.pop("MRISCRIBE_CONFIG", None)
             else:
                 os.environ["MRISCRIBE_CONFIG"] = previous
+
+
+def _unparseable(exc: SourceError) -> str:
+    """Which setting's variable could not be parsed, and why (pydantic-settings says which
+    field in its own message and why in the cause)."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+    if field is None:
+        return f"{exc}{why}"
+    name = field.group(1)
+    return f"{name} (MRISCRIBE_{name.upper()}): not the JSON a list or table setting takes{why}"
+
+
+def _toml_problem(exc: Exception, path: Path | None) -> str:
+    """A TOML error, with the setting on the line it points at when there is one."""
+    text = str(exc)
+    where = re.search(r"at line (\d+)", text)
+    if path is None or where is None:
+        return text
+    line = int(where.group(1))
+    try:
+        source = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return text
+    if 1 <= line <= len(source):
+        key = re.match(r"\s*([A-Za-z0-9_.-]+)\s*=", source[line - 1])
+        if key:
+            return f"{text}; setting {key.group(1)}"
+    return text

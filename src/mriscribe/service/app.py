@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,8 +25,11 @@ from mriscribe.analysis import Analysis
 from mriscribe.pipeline import InputFile, InputProblemsError, analyze
 from mriscribe.render.pdf import render_pdf
 from mriscribe.render.results import results_json
+from mriscribe.service.auth import KEY_HEADER, Guard
 from mriscribe.service.memory import release_memory
+from mriscribe.service.metrics import CONTENT_TYPE, ServiceMetrics
 from mriscribe.service.middleware import RequestContextMiddleware, arrival_time
+from mriscribe.service.schemas import UPLOAD_BODY, AnalyzeResult, HealthBody, error_responses
 from mriscribe.service.state import ServiceState
 from mriscribe.service.upload import UploadError, UploadLimits, spooled_files
 from mriscribe.settings import Settings
@@ -38,6 +42,7 @@ REPORT_CHOICE_HELP = (
     "text where it passes verification in time; default: the service's setting"
 )
 _STATUS = {"limit": 413, "unsupported": 415, "unreadable": 400}
+_PROTOTYPE_FIELDS = ("detection_results", "medical_report", "summary")
 # Requests that may queue for admission, per place: the rest get 503 at once.
 _WAITING_PER_PLACE = 8
 Respond = Callable[[Analysis], Awaitable[Response]]
@@ -45,14 +50,21 @@ Respond = Callable[[Analysis], Awaitable[Response]]
 
 def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     """The service for ``settings``. Models load in the background after start-up; until they
-    are ready /health and the analysis routes answer 503 with the reason."""
+    are ready /health and the analysis routes answer 503 with the reason.
+
+    Raises SettingsError, naming the setting, if the API keys, their secret, the rate limits
+    or the CORS origins are misconfigured."""
     state = ServiceState(settings)
-    analyses = _AnalysisRoute(state)
+    metrics = ServiceMetrics() if settings.metrics_enabled else None
+    guard = Guard(settings, metrics)
+    analyses = _AnalysisRoute(state, metrics)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if load_models:
             state.start_loading()
+        if guard.limits is not None and guard.limits.shared and not await guard.limits.check():
+            log.error("the rate-limit store does not answer: analyses get 503 until it does")
         yield
 
     app = FastAPI(
@@ -65,42 +77,78 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = state
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["*"],
-        expose_headers=["X-Request-ID", "X-Server-Request-ID", "Content-Disposition"],
-    )
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"]
+            if guard.keys is None
+            else [KEY_HEADER, "Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID", "X-Server-Request-ID", "Content-Disposition", "Retry-After"
+            ],
+        )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.limits.max_request_bytes,
         idle_timeout_s=settings.idle_timeout_s,
         body_timeout_s=settings.body_timeout_s,
+        observe=metrics.observe_request if metrics is not None else None,
     )
     _add_error_handlers(app)
     _add_offline_docs(app)
+    _document_errors_as_sent(app)
     page = _load_page()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/health", summary="Service and model status")
+    @app.get(
+        "/health",
+        summary="Service and model status",
+        description="Open to all (an orchestrator's health check needs no key).",
+        response_model=HealthBody,
+        responses={503: {"model": HealthBody, "description": "not ready: `reason` says why"}},
+    )
     async def health() -> JSONResponse:
-        body = state.health()
-        body["timestamp"] = datetime.now(UTC).isoformat()
-        body["version"] = __version__
+        status = state.health()
+        body = {  # the prototype's fields first, as in HealthBody
+            "status": status.pop("status"),
+            "models_loaded": status.pop("models_loaded"),
+            "timestamp": datetime.now(UTC).isoformat(),
+            "version": __version__,
+            **status,
+        }
         if not state.ready:
             body["reason"] = state.not_ready_reason
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
+    analysis_errors = error_responses(400, 408, 413, 415, 500, 503)
+    if guard.keys is not None:
+        analysis_errors.update(error_responses(401, 403))
+    if guard.limits is not None:
+        analysis_errors.update(error_responses(429))
+
     @app.post(
         "/analyze",
         summary="Analyse images; returns the PDF report",
         response_class=Response,
-        responses={200: {"content": {"application/pdf": {}}}},
+        responses={
+            200: {
+                "content": {
+                    "application/pdf": {
+                        "schema": {"type": "string", "contentMediaType": "application/pdf"}
+                    }
+                },
+                "description": "the PDF report, as a download",
+            },
+            **analysis_errors,
+        },
+        dependencies=guard.dependencies("analyze"),
+        openapi_extra={"requestBody": UPLOAD_BODY},
     )
     async def analyze_pdf(
         request: Request,
@@ -119,7 +167,14 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
 
         return await analyses(request, respond, render_images=True, report_engine=report_engine)
 
-    @app.post("/analyze-json", summary="Analyse images; returns detections and the report as JSON")
+    @app.post(
+        "/analyze-json",
+        summary="Analyse images; returns detections and the report as JSON",
+        response_model=AnalyzeResult,
+        responses=analysis_errors,
+        dependencies=guard.dependencies("analyze"),
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
     async def analyze_json(
         request: Request,
         annotated: bool = Query(False, description="include each annotated image as a data URL"),
@@ -128,13 +183,71 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     ) -> Response:
         async def respond(analysis: Analysis) -> Response:
             document = await run_in_threadpool(render_pdf, analysis) if pdf else None
-            return JSONResponse(results_json(analysis, annotated=annotated, pdf=document))
+            body = results_json(analysis, annotated=annotated, pdf=document)
+            # The prototype's fields first, as in AnalyzeResult.
+            first = {key: body.pop(key) for key in _PROTOTYPE_FIELDS}
+            return JSONResponse({"success": True, **first, **body})
 
         return await analyses(
             request, respond, render_images=annotated or pdf, report_engine=report_engine
         )
 
+    if metrics is not None:
+        _add_metrics(app, settings, guard, metrics, analyses)
     return app
+
+
+def _add_metrics(
+    app: FastAPI,
+    settings: Settings,
+    guard: Guard,
+    metrics: ServiceMetrics,
+    analyses: _AnalysisRoute,
+) -> None:
+    """/metrics for Prometheus: open without keys, else for an admin key unless
+    ``metrics_public``; the gauges of work in flight read the admission and analysis slots."""
+    state = analyses.state
+    places, slots = analyses.places, state.slots
+    active, concurrent = settings.max_active_requests, settings.max_concurrent_analyses
+    metrics.gauge(
+        "mriscribe_requests_in_flight",
+        "Analysis requests admitted: being received, waiting for a slot or analysed",
+        lambda: active - places.value,
+    )
+    metrics.gauge(
+        "mriscribe_requests_waiting",
+        "Analysis requests waiting for admission",
+        lambda: places.statistics().tasks_waiting,
+    )
+    metrics.gauge(
+        "mriscribe_analyses_in_flight",
+        "Analyses running (detection, report, rendering)",
+        lambda: concurrent - slots.value,
+    )
+    metrics.gauge(
+        "mriscribe_detector_loaded", "1 when the detector is loaded", lambda: float(state.ready)
+    )
+    metrics.gauge(
+        "mriscribe_llm_loaded",
+        "1 when a language model of the report chain is loaded",
+        lambda: float(state.writer.engine is not None),
+    )
+    public = guard.keys is None or settings.metrics_public
+    responses = {200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}}
+    if not public:
+        responses.update(error_responses(401, 403))
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        description="The text exposition format. Needs an admin key when the service has "
+        "keys, unless metrics_public is set.",
+        response_class=Response,
+        responses=responses,
+        dependencies=[] if public else guard.dependencies("admin", rate_limited=False),
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 class _AnalysisRoute:
@@ -145,9 +258,10 @@ class _AnalysisRoute:
     rest get 503 with Retry-After. Inside, ``state.slots`` bounds the analyses themselves.
     """
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: ServiceState, metrics: ServiceMetrics | None) -> None:
         settings = state.settings
         self.state = state
+        self.metrics = metrics
         self.uploads = UploadLimits.from_settings(settings)
         self.places = anyio.Semaphore(settings.max_active_requests)
         self.max_waiting = settings.max_active_requests * _WAITING_PER_PLACE
@@ -231,7 +345,11 @@ class _AnalysisRoute:
                 )
             except InputProblemsError as exc:
                 log.info("input rejected", extra={"files": len(files), "kind": exc.kind})
+                if self.metrics is not None:
+                    self.metrics.observe_rejected(exc.kind)
                 return _error(_STATUS[exc.kind], str(exc))
+            if self.metrics is not None:
+                self.metrics.observe_analysis(analysis)
             log.info(
                 "analysed",
                 extra={
@@ -251,7 +369,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -259,6 +377,30 @@ def _add_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         return _error(400, f"invalid request: {problems}")
+
+
+def _document_errors_as_sent(app: FastAPI) -> None:
+    """The OpenAPI document without FastAPI's automatic 422 answers: invalid parameters get
+    400 with the error model here (see the handler above), and the document says so."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_offline_docs(app: FastAPI) -> None:

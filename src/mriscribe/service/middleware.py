@@ -1,5 +1,5 @@
 """ASGI middleware: request ids, arrival times, the body's size cap and idle timeout, and one
-access log line per request."""
+access log line (and metrics observation) per request."""
 
 from __future__ import annotations
 
@@ -28,8 +28,14 @@ log = logging.getLogger("mriscribe.access")
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 SERVER_ID_HEADER = b"x-server-request-id"
 _ARRIVAL = "mriscribe_arrival"
+# Where the API-key check leaves the id (public) of the key a request used, for the log.
+KEY_ID_STATE = "mriscribe_key_id"
 # Paths logged as they are; any other path is client text (a 404 for /analyze/Doe_John).
-_KNOWN_PATHS = frozenset({"/", "/health", "/analyze", "/analyze-json", "/docs", "/openapi.json"})
+_KNOWN_PATHS = frozenset(
+    {"/", "/health", "/analyze", "/analyze-json", "/docs", "/openapi.json", "/metrics"}
+)
+# Told of each finished request: its scope (with the matched route), status and seconds.
+Observer = Callable[[Scope, int, float], None]
 
 
 class BodyTooLargeError(Exception):
@@ -56,7 +62,8 @@ class RequestContextMiddleware:
     and by counting while receiving), and with 408 bodies that pause for more than
     ``idle_timeout_s`` or are still arriving ``body_timeout_s`` after the request did (a client
     trickling bytes would otherwise hold its admission place for ever); logs one line a
-    request."""
+    request (with the id, never the key, of the API key it used) and hands it to
+    ``observe`` (the metrics)."""
 
     def __init__(
         self,
@@ -65,8 +72,10 @@ class RequestContextMiddleware:
         idle_timeout_s: float = 30.0,
         body_timeout_s: float = 300.0,
         slack_bytes: int = 1024 * 1024,
+        observe: Observer | None = None,
     ) -> None:
         self.app = app
+        self.observe = observe
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
         self.body_timeout_s = body_timeout_s
@@ -89,7 +98,9 @@ class RequestContextMiddleware:
         try:
             await self._serve(exchange)
         finally:
-            exchange.log_access()
+            seconds = exchange.log_access()
+            if self.observe is not None:
+                self.observe(exchange.scope, exchange.status, seconds)
             request_id.reset(token)
 
     async def _serve(self, exchange: _Exchange) -> None:
@@ -198,20 +209,24 @@ class _Exchange:
         )
         await self.send({"type": "http.response.body", "body": body})
 
-    def log_access(self) -> None:
+    def log_access(self) -> float:
+        """Log the access line; the request's duration in seconds."""
+        seconds = time.perf_counter() - self.started
         path = str(self.scope.get("path", ""))
         if path not in _KNOWN_PATHS:
             path = "/docs-assets/..." if path.startswith("/docs-assets/") else "(other)"
-        log.info(
-            "request",
-            extra={
-                "method": self.scope.get("method"),
-                "path": path,
-                "status": self.status,
-                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
-                "request_bytes": self.received,
-            },
-        )
+        extra: dict[str, object] = {
+            "method": self.scope.get("method"),
+            "path": path,
+            "status": self.status,
+            "duration_ms": round(seconds * 1000, 2),
+            "request_bytes": self.received,
+        }
+        key_id = self.scope.get("state", {}).get(KEY_ID_STATE)
+        if key_id is not None:
+            extra["key_id"] = key_id
+        log.info("request", extra=extra)
+        return seconds
 
 
 def _client_id(header: bytes) -> str | None:

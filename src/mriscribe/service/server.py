@@ -9,11 +9,13 @@ import re
 
 import h11
 import uvicorn
+from fastapi import FastAPI
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 from uvicorn.server import ServerState
 
 from mriscribe.service.app import create_app
+from mriscribe.service.auth import check_exposure
 from mriscribe.service.memory import tune_allocator
 from mriscribe.settings import Settings
 
@@ -25,18 +27,31 @@ MAX_HEAD_BYTES = 16 * 1024
 _QUOTED = re.compile(r"\s*(?:[:({]|\bb['\"]|\bbytearray\b)")
 
 
-def run(settings: Settings) -> None:
-    """Serve the app for ``settings`` until stopped (logging is the caller's to configure).
+def prepare(settings: Settings) -> FastAPI:
+    """The app for ``settings``, or SettingsError (naming the setting) before anything listens:
+    if it would be reachable beyond loopback without API keys (unless allowed), or its keys,
+    their secret, the rate limits or the CORS origins are misconfigured."""
+    check_exposure(settings)
+    return create_app(settings)
+
+
+def run(settings: Settings, app: FastAPI | None = None) -> None:
+    """Serve ``app`` (default: the app for ``settings``) until stopped (logging is the
+    caller's to configure).
 
     uvicorn's ``limit_concurrency`` stays off: it counts idle keep-alive connections and answers
     in plain text. Load is bounded instead by the app's admission (JSON 503 with Retry-After)
     and by the header timeout, which frees connections that never complete a request.
     """
+    if app is None:
+        app = prepare(settings)
     tune_allocator()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
         http=protocol_class(settings.header_timeout_s),
         ws="none",  # the service has no WebSocket routes: upgrade requests are plain HTTP
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
