@@ -169,10 +169,21 @@ class _FailingServer(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         type(self).requests += 1
+        length = int(self.headers.get("Content-Length", "0"))
+        asked = json.loads(self.rfile.read(length) or b"{}")
         if type(self).requests <= type(self).answered:
             choice = {"index": 0, "text": "x", "finish_reason": "stop", "logprobs": None}
             usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
             reply = {"id": "c", "object": "text_completion", "created": 0, "model": "m"}
+            if asked.get("stream"):  # as server-sent events, the way the engine asks
+                event = json.dumps({**reply, "choices": [choice], "usage": usage})
+                body = f"data: {event}\n\ndata: [DONE]\n\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             self._answer(200, {**reply, "choices": [choice], "usage": usage})
             return
         self._answer(500, {"error": {"message": f"model at {SECRET} failed: 10.0.0.7"}})
