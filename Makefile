@@ -5,7 +5,7 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-system test lint bench evaluate real-scans
+.PHONY: install install-system test lint bench evaluate real-scans image test-image
 
 # Real tumour MRI for measuring the detector (never for training): the brain test cases inside
 # the pyradiomics 3.0.1 source archive, checked by sha256; only the four brain files kept.
@@ -47,7 +47,7 @@ $(REAL_SCANS)/.complete:
 
 install-system:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils redis-server
 
 test: lint
 	$(VENV)/bin/python -m pytest
@@ -64,3 +64,34 @@ bench:
 evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800
 	$(VENV)/bin/python -m mriscribe.training.real_scans --data $(REAL_SCANS)
+
+# The container image (docs/CONTAINER.md): `make image` builds it, `make test-image` runs it and
+# checks and times it. Neither is part of install, test or CI. The base is made from Debian
+# packages by tools/image/base.sh (debootstrap minbase, then podman import) unless BASE names
+# another, e.g. make image BASE=debian:bookworm-slim. DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR,
+# when set, go to debootstrap (see base.sh). PIP_CERT, pip's own variable, names a CA bundle
+# that pip in the build trusts (a network whose TLS goes through a proxy); it is passed as a
+# build secret, never stored in the image.
+PODMAN ?= podman
+# Flags some hosts need (tools/image/podman-flags.sh prints them; none on a usual host): the
+# OCI runtime before the subcommand, resource limits for build and run.
+PODMAN_FLAGS ?= $(shell tools/image/podman-flags.sh global)
+PODMAN_LIMITS ?= $(shell tools/image/podman-flags.sh limits)
+BASE_IMAGE := mriscribe-base:bookworm
+BASE ?= $(BASE_IMAGE)
+IMAGE ?= mriscribe:latest
+PIP_CERT ?=
+BUILD_FLAGS ?=
+comma := ,
+# --format docker: the OCI image format has no field for HEALTHCHECK.
+image:
+	@if [ "$(BASE)" = "$(BASE_IMAGE)" ] && ! $(PODMAN) $(PODMAN_FLAGS) image exists $(BASE_IMAGE); then \
+		PODMAN="$(PODMAN) $(PODMAN_FLAGS)" tools/image/base.sh $(BASE_IMAGE); fi
+	$(PODMAN) $(PODMAN_FLAGS) build --format docker $(PODMAN_LIMITS) --build-arg BASE=$(BASE) \
+		$(if $(PIP_CERT),--secret id=pip-cert$(comma)src=$(PIP_CERT)) $(BUILD_FLAGS) -t $(IMAGE) -f Containerfile .
+
+# Runs the image (a free port), checks /health, /analyze-json and /analyze with real MRI, and
+# measures time to healthy and /analyze-json p50 against .venv/bin/mriscribe serve in the same run.
+test-image:
+	$(VENV)/bin/python tools/image/check.py --image $(IMAGE) \
+		--podman "$(PODMAN) $(PODMAN_FLAGS)" --run-flags "$(PODMAN_LIMITS)"
