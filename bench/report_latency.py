@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 
-from mriscribe.report.engines import Generation, Prompt
 from mriscribe.report.engines.llama_cpp import LlamaCppEngine, resolve_model
 from mriscribe.report.engines.openai import OpenAIEngine
 from mriscribe.report.facts import FindingFact, StudyFacts, facts_from_results, image_facts
@@ -49,6 +48,7 @@ from service_latency import rss_mb, start_server, wait_for_language_model
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from mutants import all_mutants  # noqa: E402
+from test_llm_writer import StalledEngine  # noqa: E402  (an engine that never returns)
 from test_openai_engine import SlowServer  # noqa: E402
 
 TARGETS = {"p50_s": 0.5, "p95_s": 1.0, "speedup": 20.0, "accepted_share": 0.95, "rss_mb": 900.0}
@@ -162,27 +162,6 @@ def adversarial() -> dict[str, Any]:
         "hand_written": len(cases),
         "hand_written_accepted": missed,
     }
-
-
-class StalledEngine:
-    """An engine that never returns (a hung driver)."""
-
-    name = "stalled"
-
-    def __init__(self) -> None:
-        import threading
-
-        self.release = threading.Event()
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 3
-
-    def generate(self, prompt: Prompt, *, deadline: float, max_new_tokens: int) -> Generation:
-        self.release.wait(120)
-        return Generation("", "stop")
-
-    def close(self) -> None:
-        self.release.set()
 
 
 def faults(studies: list[StudyFacts]) -> dict[str, Any]:
