@@ -72,6 +72,47 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """`python -m llama_cpp.server` with the default model: a real OpenAI-compatible API that
+    takes a GBNF grammar in the request's "grammar" field. One for the whole run."""
+    import time
+
+    import httpx
+
+    from mriscribe.report.engines.llama_cpp import resolve_model
+
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("llama-server") / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(resolve_model("default")),
+            "--model_alias", "gemma-3-270m",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", "4096",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300  # two cores: loading may queue behind other work
+    try:
+        while True:
+            assert process.poll() is None, "llama-cpp-python's server exited"
+            assert time.monotonic() < deadline, "llama-cpp-python's server did not start"
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
 class LiveServer:
     """A real ``mriscribe serve`` process on localhost, its temp folder and its log file."""
 

@@ -4,13 +4,10 @@ own server, serving the default GGUF), and the transformers engine on the same m
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from conftest import SIMPLE
@@ -24,43 +21,6 @@ from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import LanguageModel, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    """`python -m llama_cpp.server` with the default model: a real OpenAI-compatible API."""
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("llama-server") / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(resolve_model("default")),
-            "--model_alias", "gemma-3-270m",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "4096",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "llama-cpp-python's server exited"
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
 
 
 def test_openai_engine_writes_an_accepted_report_through_a_real_server(llama_server):

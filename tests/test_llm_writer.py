@@ -126,7 +126,7 @@ def test_every_line_is_decoded_inside_its_grammar_side_by_side(engine):
     ]
     assert [g.text for g in together] == [g.text for g in alone]
     for line, generation in zip(lines, together, strict=True):
-        assert generation.text in line.constraint().answers, (line.text, generation.text)
+        assert generation.text in line.constraint.answers, (line.text, generation.text)
     assert verify_text(" ".join(g.text for g in together), facts).accepted
 
 

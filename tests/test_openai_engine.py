@@ -7,20 +7,16 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
 from conftest import SIMPLE
 from mriscribe.report.engines import Constraint, DeadlineExceededError, GenerationError, Prompt
-from mriscribe.report.engines.llama_cpp import resolve_model
 from mriscribe.report.engines.openai import OpenAIEngine, load
 from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import LanguageModel, Settings
@@ -42,12 +38,6 @@ GLIOMA_PROMPT = Prompt(
     stop=("\n",),
     constraint=GLIOMA,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # Servers that stall or trickle -----------------------------------------------------------------
@@ -368,41 +358,6 @@ def test_a_prompt_without_a_constraint_sends_no_grammar():
 
 
 # llama-cpp-python's own server -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory) -> Iterator[str]:
-    """`python -m llama_cpp.server` with the default model: a real OpenAI-compatible API that
-    takes a GBNF grammar in the request's "grammar" field."""
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("llama-server") / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(resolve_model("default")),
-            "--model_alias", "gemma-3-270m",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--n_ctx", "2048",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300  # two shared cores: loading may queue behind other work
-    try:
-        while True:
-            assert process.poll() is None, "llama-cpp-python's server exited"
-            assert time.monotonic() < deadline, "llama-cpp-python's server did not start"
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 # A shared server may queue requests; the text, not the time, is the point of these.

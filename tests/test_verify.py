@@ -170,7 +170,7 @@ def test_worked_example_passes(number: int) -> None:
     facts, answers = EXAMPLES[number]
     _, lines = fact_lines(facts)
     for line, answer in zip(lines, answers, strict=True):
-        assert answer in line.constraint().answers, (line.text, answer)
+        assert answer in line.constraint.answers, (line.text, answer)
     parts = sections(list(answers))
     text = f"Findings:\n{parts['FINDINGS']}\nImpression:\n{parts['IMPRESSION']}"
     verdict = verify_text(text, facts)
@@ -345,9 +345,9 @@ def test_every_answer_each_line_allows_is_accepted() -> None:
     for seed in range(300):
         facts = random_study(seed)
         _, lines = fact_lines(facts)
-        firsts = [line.constraint().answers[0] for line in lines]
+        firsts = [line.constraint.answers[0] for line in lines]
         for index, line in enumerate(lines):
-            for answer in line.constraint().answers:
+            for answer in line.constraint.answers:
                 text = " ".join([*firsts[:index], answer, *firsts[index + 1 :]])
                 verdict = verify_text(text, facts)
                 if not verdict.accepted:
@@ -359,9 +359,9 @@ def test_every_line_offers_a_choice_of_words_but_not_of_facts() -> None:
     facts = study([[("Glioma", 0.9123, 23.4, 18.0)], [("No Tumor", 0.9, 100.0, 100.0)], [[]][0]])
     _, lines = fact_lines(facts)
     for line in lines:
-        answers = line.constraint().answers
+        answers = line.constraint.answers
         assert len(answers) >= 2, line.text
-    finding = lines[0].constraint().answers
+    finding = lines[0].constraint.answers
     assert all("23.4 x 18.0 mm (confidence 91.2%)." in answer for answer in finding)
     assert all("image 1 " in answer.lower() for answer in finding)
 
@@ -372,7 +372,7 @@ def test_the_grammar_is_valid_gbnf_for_llama_cpp() -> None:
     for seed in range(20):
         _, lines = fact_lines(random_study(seed))
         for line in lines:
-            grammar = llama_cpp.LlamaGrammar.from_string(line.constraint().gbnf, verbose=False)
+            grammar = llama_cpp.LlamaGrammar.from_string(line.constraint.gbnf, verbose=False)
             assert grammar is not None
 
 
@@ -634,4 +634,4 @@ def test_control_characters_in_a_class_name_still_make_valid_gbnf() -> None:
     facts = study([[('Odd\tclass\x01"name\\', 0.9, 10.0, 10.0)]])
     _, lines = fact_lines(facts)
     for line in lines:
-        assert llama_cpp.LlamaGrammar.from_string(line.constraint().gbnf, verbose=False)
+        assert llama_cpp.LlamaGrammar.from_string(line.constraint.gbnf, verbose=False)

@@ -220,6 +220,7 @@ def report_engines(settings: Settings) -> dict[str, Any]:
 def verify_report(args: argparse.Namespace) -> int:
     """Check a report text against saved findings: exit 0 accepted, 1 rejected, 2 bad input."""
     from mriscribe.report.facts import facts_from_results
+    from mriscribe.report.template import detector_label
     from mriscribe.report.verify import split_sections, verify_sections, verify_text
 
     settings = settings_from(args)
@@ -242,7 +243,7 @@ def verify_report(args: argparse.Namespace) -> int:
                 threshold = float(stated)
             name, version = model.get("name"), model.get("version")
             if isinstance(name, str) and name:
-                detector = f"{name} (version {version})" if version else name
+                detector = detector_label(name, str(version or ""))
         findings = findings["detection_results"]  # the whole /analyze-json answer
     try:
         text = args.text.read_text(encoding="utf-8")

@@ -86,12 +86,16 @@ INDETERMINATE = _form(
 )
 
 # The template's sentences (its FINDINGS and IMPRESSION are the first path through these).
+# Where the tumours are, as _where() binds it: one image, every image, or some of them.
+_WHERE = (
+    "[on the image{one}|on all {total} images ({images}){all}|"
+    "on {positive_count} of {total} images ({images})]"
+)
 NONE_ANALYSED = _form("no images", "No images were analysed.")
 NO_RESULT = _form("no result", "No images were analysed; no result.")
 DETECTIONS = _form(
     "detection count",
-    "Tumour detections: {count} [on the image{one}|on all {total} images ({images}){all}|"
-    "on {positive_count} of {total} images ({images})].",
+    f"Tumour detections: {{count}} {_WHERE}.",
 )
 NO_DETECTIONS = _form("no detections", "Tumour detections: none.")
 LISTED = _form(
@@ -114,8 +118,7 @@ LISTED_EMPTY = _form(
 DETECTED = _form(
     "positive result stated",
     "Positive study: the automated system detected {count} suspected {tumours} "
-    "[on the image{one}|on all {total} images ({images}){all}|"
-    "on {positive_count} of {total} images ({images})]: {class_counts}.",
+    f"{_WHERE}: {{class_counts}}.",
 )
 LARGEST = _form(
     "largest lesion",

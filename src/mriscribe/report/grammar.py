@@ -129,11 +129,6 @@ def gbnf(node: Sequence_, binding: Binding, rule: str = "root") -> str:
     return f"{rule} ::= {_gbnf(node, binding) or _literal('')}\n"
 
 
-def gbnf_union(alternatives: Sequence[str]) -> str:
-    """A GBNF grammar for a finite set of complete texts."""
-    return "root ::= " + " | ".join(_literal(text) for text in alternatives) + "\n"
-
-
 def _gbnf(node: Sequence_ | Part, binding: Binding) -> str:
     if isinstance(node, Text):
         return _literal(node.text)
@@ -164,13 +159,6 @@ def _literal(text: str) -> str:
         for char in text
     )
     return f'"{escaped}"'
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """A sentence read by a pattern with typed slots: the slot values it states."""
-
-    values: dict[str, str]
 
 
 class Form:
@@ -217,11 +205,10 @@ class Form:
 
         return re.compile(regex(self.node)), groups
 
-    def read(self, sentence: str) -> Parsed | None:
+    def read(self, sentence: str) -> dict[str, str] | None:
         """The sentence's slot values if it has this form with any values of the slot types."""
         pattern, groups = self._reader
         match = pattern.fullmatch(sentence)
         if match is None:
             return None
-        values = {groups[g]: v for g, v in match.groupdict().items() if v is not None}
-        return Parsed(values)
+        return {groups[g]: v for g, v in match.groupdict().items() if v is not None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from mriscribe.report.engines.base import Constraint, Prompt
 from mriscribe.report.facts import FindingFact, StudyFacts, study_of
@@ -27,8 +28,8 @@ from mriscribe.report.forms import (
 )
 from mriscribe.report.wording import (
     count_word,
+    images_phrase,
     kind_phrase,
-    number_ranges,
     percent,
     study_result,
 )
@@ -50,7 +51,9 @@ class FactLine:
     answer: tuple[Bound, ...]
     cue: str = ""  # the line without the facts its answer's grammar forces (sizes, numbers)
 
+    @cached_property
     def constraint(self) -> Constraint:
+        """Every answer the line's forms allow, and the same as GBNF (built once a line)."""
         return Constraint(tuple(answer_language(self.answer)), answer_gbnf(self.answer, lead=" "))
 
 
@@ -83,15 +86,15 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
     if len(listed) < len(tumours):
         rest = tumours[len(listed) :]
         numbers = sorted({fact.image_number for fact, _ in rest})
-        text = f"Not listed: {len(rest)} more on {_images(numbers)}."
+        text = f"Not listed: {len(rest)} more on {images_phrase(numbers)}."
         lines.append(FactLine(text, (more(rest),), "Not listed: more tumours."))
     negative = [*facts.negative_images]
     if negative:
-        text = f"{_images(negative).capitalize()}: no tumour."
+        text = f"{images_phrase(negative).capitalize()}: no tumour."
         lines.append(FactLine(text, (negative_images(facts),)))
     empty = [*facts.unremarkable_images]
     if empty:
-        text = f"{_images(empty).capitalize()}: no detection above the threshold."
+        text = f"{images_phrase(empty).capitalize()}: no detection above the threshold."
         lines.append(FactLine(text, (empty_images(facts),)))
     impression = f"Impression: {study_result(facts)} study"
     if summary:
@@ -118,12 +121,6 @@ def _tumour_line(fact: FindingFact) -> str:
         f"{'about ' if fact.size_estimated else ''}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm, "
         f"confidence {percent(fact.confidence)}."
     )
-
-
-def _images(numbers: list[int]) -> str:
-    if len(numbers) == 1:
-        return f"image {numbers[0]}"
-    return f"images {number_ranges(numbers)}"
 
 
 ANSWER = ">"  # the answer's first token carries its own leading space
@@ -280,12 +277,12 @@ def line_prompt(header: str, line: FactLine, cue: str | None = None) -> Prompt:
         prefix=PREFIX,
         request=f"{header}{line.text}\n{ANSWER}",
         stop=STOP,
-        constraint=line.constraint(),
+        constraint=line.constraint,
         constrained_request=f"{cue}{line.cue or line.text}\n{ANSWER}" if cue else None,
     )
 
 
 def max_new_tokens(line: FactLine, limit: int) -> int:
     """Room for one answer: its longest allowed text, else about twice the fact line."""
-    longest = max((len(text) for text in line.constraint().answers), default=0)
+    longest = max((len(text) for text in line.constraint.answers), default=0)
     return min(limit, 24 + max(longest // 2, 2 * len(line.text) // 3))

@@ -53,9 +53,14 @@ _GENERIC_NOTE = (
 )
 
 
+def detector_label(model_name: str, model_version: str = "") -> str:
+    """How the report names its detector: "name (version v)", or the name alone."""
+    return f"{model_name} (version {model_version})" if model_version else model_name
+
+
 def template_report(facts: StudyFacts, *, model_name: str, model_version: str = "") -> Report:
     """The report for ``facts``, sections in SECTIONS order; the same facts give the same text."""
-    detector = f"{model_name} (version {model_version})" if model_version else model_name
+    detector = detector_label(model_name, model_version)
     sections = {
         "EXAMINATION": _examination(facts),
         "TECHNIQUE": _technique(facts, detector),
@@ -65,10 +70,6 @@ def template_report(facts: StudyFacts, *, model_name: str, model_version: str = 
         "DISCLAIMER": _disclaimer(detector),
     }
     return Report(sections=sections, engine="template", fallback_reason=None)
-
-
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _examination(facts: StudyFacts) -> str:
@@ -166,6 +167,7 @@ __all__ = [
     "ESTIMATED_NOTE",
     "SECTIONS",
     "class_kind",
+    "detector_label",
     "images_phrase",
     "number_ranges",
     "percent",

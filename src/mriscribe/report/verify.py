@@ -10,12 +10,10 @@ IMPRESSION this way, the other sections against exactly what the template makes 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mriscribe.report.facts import StudyFacts
 from mriscribe.report.forms import FORMS, RESULT, Bound, bound_forms, required
-from mriscribe.report.grammar import Form
 from mriscribe.report.template import SECTIONS, template_report
 
 MIN_CHARS = 15
@@ -169,9 +167,7 @@ def verify_text(text: str, facts: StudyFacts, *, max_chars: int | None = None) -
                     used.add(id(fresh[0]))
                     for key in fresh[0].covers:
                         if key.startswith("tumour ") and key in covered:
-                            reasons.append(
-                                f"states a tumour more than once ('{sentence[:60]}')"
-                            )
+                            reasons.append(f"states a tumour more than once ('{sentence[:60]}')")
                         covered.setdefault(key, []).append(section)
             position += len(sentence)
             while position < len(body) and body[position] == " ":
@@ -200,7 +196,7 @@ def _why_not(sentence: str, bound: list[Bound]) -> str:
         candidates = [b for b in bound if b.form is form]
         if not candidates:
             return f"a {form.name} sentence, which the findings do not allow ('{shown}')"
-        wrong = min((_wrong_slots(parsed.values, candidate) for candidate in candidates), key=len)
+        wrong = min((_wrong_slots(parsed, candidate) for candidate in candidates), key=len)
         if not wrong:  # every slot has a bound spelling, but not in this combination
             return f"a {form.name} sentence that mixes the facts of different findings ('{shown}')"
         words = ", ".join(dict.fromkeys(_SLOT_WORDS.get(slot, slot) for slot in wrong))
@@ -256,16 +252,23 @@ def split_sections(text: str) -> Sections | None:
 
 
 def verify_sections(
-    sections: Sections | dict[str, str], facts: StudyFacts, *, detector: str | None = None
+    sections: Sections | dict[str, str],
+    facts: StudyFacts,
+    *,
+    detector: str | None = None,
+    whole: bool | None = None,
 ) -> Verdict:
     """Check a report cut into sections. FINDINGS and IMPRESSION are read by the grammar (the
     tumours stated in the FINDINGS, the result in the IMPRESSION). In a whole report, every
     other section must be exactly what the template makes of ``facts`` with ``detector`` (the
     detector's name and version as the report names it; read from the TECHNIQUE section when
     not given, and then only a name without spaces or sentence punctuation is taken). Text
-    before the first section, a section twice, a missing or unknown section: rejected."""
+    before the first section, a section twice, a missing or unknown section: rejected.
+    ``whole`` says whether a whole report is expected (None: whether it has other sections)."""
     if isinstance(sections, dict):
         sections = Sections(tuple(sections.items()))
+    if whole is None:
+        whole = sections.whole
     reasons: list[str] = []
     if sections.leading:
         reasons.append("the report has text before its first section")
@@ -273,7 +276,7 @@ def verify_sections(
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         reasons.append(f"the report has a section more than once ({', '.join(repeated)})")
-    expected = list(SECTIONS) if sections.whole else ["FINDINGS", "IMPRESSION"]
+    expected = list(SECTIONS) if whole else ["FINDINGS", "IMPRESSION"]
     missing = [name for name in expected if name not in names]
     extra = sorted({name for name in names if name not in expected})
     if missing:
@@ -282,7 +285,7 @@ def verify_sections(
         reasons.append(f"the report has section(s) a report cannot have ({', '.join(extra)})")
     if not missing and not extra and not repeated and names != expected:
         reasons.append("the report's sections are out of order")
-    if sections.whole:
+    if whole:
         if detector is None:
             found = _DETECTOR.match(normalise(sections.body("TECHNIQUE")))
             detector = found.group(1) if found else "?"
@@ -291,9 +294,7 @@ def verify_sections(
             if name in ("FINDINGS", "IMPRESSION") or name not in names:
                 continue
             if normalise(sections.body(name)).strip() != normalise(template.sections[name]).strip():
-                reasons.append(
-                    f"the {name} section is not what the template makes of the findings"
-                )
+                reasons.append(f"the {name} section is not what the template makes of the findings")
     narrative = "\n".join(
         f"{name.capitalize()}:\n{sections.body(name) or '-'}"
         for name in ("FINDINGS", "IMPRESSION")
@@ -308,16 +309,4 @@ def verify_report(
     sections: Sections | dict[str, str], facts: StudyFacts, *, detector: str | None = None
 ) -> Verdict:
     """A whole mriscribe report, every section (see verify_sections)."""
-    if isinstance(sections, dict):
-        sections = Sections(tuple(sections.items()))
-    if not sections.whole:
-        sections = Sections((*sections.parts, ("EXAMINATION", "")), sections.leading)
-    return verify_sections(sections, facts, detector=detector)
-
-
-def forms_of(sentences: Iterable[str]) -> list[Form | None]:
-    """The form each sentence has (with any slot values), or None: for tests and tools."""
-    found: list[Form | None] = []
-    for sentence in sentences:
-        found.append(next((form for form in FORMS if form.read(sentence) is not None), None))
-    return found
+    return verify_sections(sections, facts, detector=detector, whole=True)

@@ -186,7 +186,7 @@ class ReportWriter:
         if self._engine_overdue():
             return self._fallback(template, _BUSY)
         engine_deadline = deadline - _RESERVE_S
-        future = self._worker.submit(self._run, engine, facts, engine_deadline, template)
+        future = self._worker.submit(self._narrative, engine, facts, engine_deadline, template)
         try:
             narrative = self._wait(future, deadline)
         except _BusyError:
@@ -248,11 +248,6 @@ class ReportWriter:
             shown = "; ".join(dict.fromkeys(reason_kind(r) for r in verdict.reasons[:3]))
             raise _RejectedError(f"the language model's text was rejected by the verifier: {shown}")
         return narrative
-
-    def _run(
-        self, engine: ReportEngine, facts: StudyFacts, deadline: float, template: Report
-    ) -> dict[str, str]:
-        return self._narrative(engine, facts, deadline, template)
 
     def _engine_overdue(self) -> bool:
         """Whether the engine is still generating for a report whose deadline has passed (stuck,

@@ -48,7 +48,6 @@ class Prompt:
     """The fixed prefix (evaluated once and reused where the engine can), the request's own
     part, the strings that end the answer, and what the answer may be (``constraint``)."""
 
-
     prefix: str
     request: str
     stop: tuple[str, ...] = ()

@@ -157,9 +157,10 @@ def _choose(engine: LlamaCppEngine, line: _Line, logits: np.ndarray) -> None:
     line.text += options[token]
     line.pending = [token]
     remainders = line.remainders()
-    if len(remainders) == 1 or any(not r for r in remainders):
-        # One answer left (or one complete): nothing more for the model to choose.
-        line.text += min(remainders, key=len) if any(not r for r in remainders) else remainders[0]
+    if len(remainders) == 1:
+        # One answer left (every answer ends the line, so a complete one is alone): nothing
+        # more for the model to choose.
+        line.text += remainders[0]
         line.done = True
         return
     agreed = _agreed(remainders)
