@@ -44,6 +44,7 @@ def test_sizes_use_the_real_pixel_spacing(settings, heldout_cases):
     dicom = _dicom_from_png(HELDOUT / case["file"], (0.9, 0.7))
     analysis = analyze([InputFile("a.png", png), InputFile("a.dcm", dicom)], settings)
     png_result, dicom_result = analysis.images
+    assert dicom_result.slice.name == "a.dcm" and png_result.slice.name == "a.png"
     assert png_result.spacing_estimated and not dicom_result.spacing_estimated
     assert dicom_result.spacing_source == "DICOM PixelSpacing"
     top = dicom_result.findings[0]

@@ -43,7 +43,9 @@ class MeasuredFinding:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One analysed slice: its 1-based number in the study, its pixels and its findings."""
+    """One analysed slice: its 1-based number in the study (series by series, each in
+    anatomical order), its pixels and its findings, the series it belongs to and its position
+    along that series' slice normal (mm; None without geometry)."""
 
     number: int
     slice: Slice
@@ -51,6 +53,8 @@ class ImageResult:
     spacing_mm: tuple[float, float]
     spacing_source: str
     spacing_estimated: bool
+    series: int = 1
+    position_mm: float | None = None
     annotated_jpeg: bytes | None = None
 
 

@@ -24,9 +24,10 @@ from mriscribe.errors import InputError, LimitError, MriscribeError, Unsupported
 from mriscribe.imaging.decode import decode_file
 from mriscribe.imaging.files import read_input_file
 from mriscribe.imaging.slices import Slice
-from mriscribe.report.facts import FindingFact, StudyFacts, image_facts
 from mriscribe.report.writer import Mode, ReportWriter, get_writer
 from mriscribe.settings import Settings
+from mriscribe.study.assemble import study_facts
+from mriscribe.study.series import arrange
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,9 @@ def analyze(
     timings: dict[str, float] = {}
     detector = detector or get_detector(settings)
 
-    slices = decode_inputs(inputs, settings)
+    # Series by series, each in anatomical order: the order images are numbered and read in.
+    series = arrange(decode_inputs(inputs, settings))
+    slices = [item for one in series for item in one.slices]
     timings["decode"] = _ms_since(started)
 
     mark = time.perf_counter()
@@ -258,14 +261,25 @@ def analyze(
     default = (settings.default_spacing_mm, settings.default_spacing_mm)
     default_source = f"default {settings.default_spacing_mm:g} mm/px (estimate)"
     images: list[ImageResult] = []
-    for number, (item, found) in enumerate(zip(slices, findings, strict=True), start=1):
+    places = [
+        (number, position)
+        for number, one in enumerate(series, start=1)
+        for position in (one.positions or (None,) * len(one.slices))
+    ]
+    for number, (item, found, (series_number, position)) in enumerate(
+        zip(slices, findings, places, strict=True), start=1
+    ):
         estimated = item.spacing_mm is None
         spacing = default if item.spacing_mm is None else item.spacing_mm
         source = default_source if estimated else item.spacing_source
         # Detectors return findings highest confidence first (the Detector protocol).
         measured = tuple(MeasuredFinding(f, measure(f, spacing, source, estimated)) for f in found)
-        images.append(ImageResult(number, item, measured, spacing, source, estimated))
-    facts = study_facts(images, settings.conf_threshold)
+        images.append(
+            ImageResult(
+                number, item, measured, spacing, source, estimated, series_number, position
+            )
+        )
+    facts = study_facts(images, settings.conf_threshold, series, settings.side_threshold_mm)
     timings["measure"] = _ms_since(mark)
 
     mark = time.perf_counter()
@@ -299,32 +313,6 @@ def analyze(
         conf_threshold=settings.conf_threshold,
         iou_threshold=settings.iou_threshold,
         timings_ms=timings,
-    )
-
-
-def study_facts(images: Sequence[ImageResult], conf_threshold: float) -> StudyFacts:
-    """The facts every report writer reads, computed once from the measured findings."""
-    return StudyFacts(
-        images=tuple(
-            image_facts(
-                image.number,
-                [
-                    FindingFact(
-                        image_number=image.number,
-                        class_name=m.finding.class_name,
-                        confidence=m.finding.confidence,
-                        width_mm=m.size.width_mm,
-                        height_mm=m.size.height_mm,
-                        size_estimated=m.size.estimated,
-                    )
-                    for m in image.findings
-                ],
-                image.spacing_source,
-                image.spacing_estimated,
-            )
-            for image in images
-        ),
-        conf_threshold=conf_threshold,
     )
 
 

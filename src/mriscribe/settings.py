@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     default_spacing_mm: float = Field(
         default=0.5, gt=0.0, le=10.0, description="mm per pixel when a file states none (estimate)"
     )
+    side_threshold_mm: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=50.0,
+        description="a lesion is given a side (left, right) only when its centre lies at least "
+        "this far from the head's midline",
+    )
 
     # NIfTI volumes: every Nth axial slice through the brain, or 0 = at most nifti_max_slices
     nifti_step: int = Field(default=0, ge=0)

@@ -11,14 +11,15 @@ import nibabel as nib
 import numpy as np
 from nibabel.nifti1 import Nifti1Header
 from nibabel.nifti2 import Nifti2Header
-from nibabel.orientations import apply_orientation, io_orientation
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from mriscribe.errors import InputError, LimitError, library_reason
+from mriscribe.imaging.geometry import SourceRef, as_matrix, nifti_plane
 from mriscribe.imaging.inflate import CHUNK, inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
+from mriscribe.imaging.window import Window, percentile_window
 
-PERCENTILES = (0.5, 99.5)
 # Foreground: above 10% of the robust range (1st to 99th percentile) of the volume.
 FOREGROUND_LEVEL = 0.10
 # A slice is "through the brain" when foreground covers at least this share of it, and at least
@@ -121,16 +122,34 @@ def decode_nifti(
     }
     if len(shape) >= 4 and shape[3] > 1:
         meta["volume"] = f"1 of {shape[3]}"
-    return [
-        Slice(
-            name=f"{name} [slice {k}]",
-            pixels=values.display(k, window),
-            meta={**meta, "slice_index": str(k)},
-            spacing_mm=spacing,
-            spacing_source="NIfTI header (pixdim)" if spacing else "",
+    # Canonical (RAS+) voxel index -> stored voxel index, and the canonical volume's affine.
+    to_stored = inv_ornt_aff(orientation, shape[:3])
+    canonical_affine = affine @ to_stored
+    slices = []
+    for k in chosen:
+        source = SourceRef(format="NIfTI", series_key=("nifti", name), index=k)
+        if spacing:
+            plane, display_to_canonical = nifti_plane(canonical_affine, volume.shape[:3], k)
+            stored_index = round(float((to_stored @ display_to_canonical)[2, 3]))
+            source = SourceRef(
+                format="NIfTI",
+                series_key=("nifti", name),
+                plane=plane,
+                index=stored_index,
+                affine=as_matrix(affine),
+                display_to_voxel=as_matrix(to_stored @ display_to_canonical),
+            )
+        slices.append(
+            Slice(
+                name=f"{name} [slice {k}]",
+                pixels=values.display(k, window),
+                meta={**meta, "slice_index": str(k)},
+                spacing_mm=spacing,
+                spacing_source="NIfTI header (pixdim)" if spacing else "",
+                source=source,
+            )
         )
-        for k in chosen
-    ]
+    return slices
 
 
 def display_plane(volume: np.ndarray, k: int) -> np.ndarray:
@@ -201,17 +220,12 @@ class _Values:
             counts[index[2]] += np.count_nonzero(above, axis=(0, 1))
         return counts / (nx * ny)
 
-    def display(self, k: int, window: tuple[float, float]) -> np.ndarray:
+    def display(self, k: int, window: Window) -> np.ndarray:
         """Axial slice ``k`` as shown (see display_plane), windowed to RGB uint8."""
-        low, high = window
-        scale = 255.0 / (high - low) if high > low else 0.0
         plane = self.volume[:, :, k : k + 1]
         grey = np.empty(plane.shape, dtype=np.uint8)
         for index in _blocks(plane.shape):
-            block = self.real(plane[index])
-            block -= low
-            block *= scale
-            grey[index] = np.rint(np.clip(block, 0, 255, out=block), out=block)
+            grey[index] = window.grey(self.real(plane[index]))
         return np.repeat(display_plane(grey, 0)[:, :, None], 3, axis=2)
 
 
@@ -270,8 +284,9 @@ def _gunzip_into(data: bytes, size: int, name: str) -> np.ndarray:
 
 def _through_brain(
     values: _Values, name: str, step: int, max_slices: int
-) -> tuple[list[int], tuple[float, float]]:
-    """The axial slice indices to show and one (low, high) intensity window for all of them."""
+) -> tuple[list[int], Window]:
+    """The axial slice indices to show and one intensity window for all of them: the percentile
+    window of the sampled foreground."""
     values.scan(name)
     sample = values.sample()
     # In place: the sample is reordered, not changed, and the percentiles need no copy of it.
@@ -294,10 +309,7 @@ def _through_brain(
     else:
         chosen = inside[np.unique(np.linspace(0, inside.size - 1, max_slices).round().astype(int))]
     # The sample holds foreground: at least 1% of it lies at or above the 99th percentile.
-    window_low, window_high = np.percentile(
-        sample[sample > threshold], PERCENTILES, overwrite_input=True
-    )
-    return [int(k) for k in chosen], (float(window_low), float(window_high))
+    return [int(k) for k in chosen], percentile_window(sample[sample > threshold])
 
 
 def _spacing(zooms: list[float], unit: str) -> tuple[float, float] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import re
 import struct
 import warnings
@@ -18,16 +17,17 @@ from PIL import ExifTags, Image, ImageMode, UnidentifiedImageError
 from mriscribe.errors import InputError, LimitError, library_reason
 from mriscribe.imaging.codestream import JPEG_FRAMES
 from mriscribe.imaging.files import read_input_file
+from mriscribe.imaging.geometry import SourceRef
 from mriscribe.imaging.inflate import inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
 from mriscribe.imaging.sniff import sniff
+from mriscribe.imaging.window import percentile_window, sample_step
 
 RASTER_FORMATS = ("PNG", "JPEG", "TIFF")
 
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-PERCENTILES = (0.5, 99.5)
 # 16- and 32-bit images are windowed by percentiles of about this many pixels at most; decoded
 # images are copied out of Pillow (and turned into 8-bit RGB) this many pixels at a time.
 _SAMPLES = 1 << 20
@@ -155,7 +155,12 @@ def decode_raster(
     turn = _ORIENTATIONS.get(orientation)
     if turn is not None:
         pixels = np.ascontiguousarray(turn(pixels))
-    return Slice(name=name, pixels=pixels, meta={"format": kind})
+    return Slice(
+        name=name,
+        pixels=pixels,
+        meta={"format": kind},
+        source=SourceRef(format=kind, series_key=("file", name)),
+    )
 
 
 def read_raster(
@@ -176,8 +181,8 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """The decoded image as RGB uint8 (H, W, 3), copied out a block of rows at a time (one copy
-    through tobytes would hold the image twice more); a 16/32-bit grey image windowed by robust
-    percentiles of a strided sample."""
+    through tobytes would hold the image twice more); a 16/32-bit grey image shown through the
+    percentile window (imaging/window.py) of a strided sample."""
     width, height = image.size
     rgb = np.empty((height, width, 3), dtype=np.uint8)
     if image.mode not in _WIDE_MODES:
@@ -185,21 +190,19 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
             rows = image.crop((0, top, width, bottom))
             rgb[top:bottom] = np.asarray(rows if rows.mode == "RGB" else rows.convert("RGB"))
         return rgb
-    step = max(1, math.isqrt(width * height // _SAMPLES))
+    step = sample_step(width * height, _SAMPLES)
     blocks = _row_blocks(width, height, step)
-    sample = np.concatenate(
-        [
-            np.asarray(image.crop((0, top, width, bottom)))[::step, ::step].astype(np.float32)
-            for top, bottom in blocks
-        ]
+    window = percentile_window(
+        np.concatenate(
+            [
+                np.asarray(image.crop((0, top, width, bottom)))[::step, ::step].astype(np.float32)
+                for top, bottom in blocks
+            ]
+        )
     )
-    low, high = np.percentile(sample, PERCENTILES, overwrite_input=True)
-    scale = 255.0 / (high - low) if high > low else 1.0
     for top, bottom in blocks:
-        # Float64 arithmetic, like np.percentile's low and high.
-        values = np.asarray(image.crop((0, top, width, bottom))).astype(np.float32) - low
-        values *= scale
-        rgb[top:bottom, :, 0] = np.clip(values, 0, 255, out=values)
+        rows = np.asarray(image.crop((0, top, width, bottom))).astype(np.float32)
+        rgb[top:bottom, :, 0] = window.grey(rows)
     rgb[:, :, 1] = rgb[:, :, 0]
     rgb[:, :, 2] = rgb[:, :, 0]
     return rgb

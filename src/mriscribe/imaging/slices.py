@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mriscribe.imaging.geometry import SourceRef
+
 
 @dataclass(frozen=True)
 class Slice:
@@ -15,7 +17,8 @@ class Slice:
     (row, column) pixel spacing in millimetres when the file states it (DICOM PixelSpacing, NIfTI
     zooms), else None and the pipeline applies the configured default and marks sizes as
     estimates. ``spacing_source`` says where a known spacing came from. ``meta`` holds technical
-    facts only (format, transfer syntax, frame): never patient data.
+    facts only (format, transfer syntax, frame): never patient data. ``source`` says exactly
+    which pixels of which file these are and, where known, where they lie in the patient.
     """
 
     name: str
@@ -23,6 +26,7 @@ class Slice:
     meta: dict[str, str] = field(default_factory=dict)
     spacing_mm: tuple[float, float] | None = None
     spacing_source: str = ""
+    source: SourceRef | None = None
 
     @property
     def height(self) -> int:

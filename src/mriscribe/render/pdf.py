@@ -1,4 +1,5 @@
-"""The PDF report: summary, report text, findings table and annotated images, made with fpdf2.
+"""The PDF report, made with fpdf2: summary, lesion table, report text, the key image of each
+lesion, findings table and annotated images.
 
 Speed matters (the service returns the PDF inline), so: the bundled fonts are small subsets (see
 fonts/README.md), text is wrapped here with fpdf2's width table instead of ``multi_cell`` (whose
@@ -18,11 +19,18 @@ from fpdf import FPDF
 
 from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding
 from mriscribe.render.annotate import FONTS, TIMES, annotated_jpeg, class_colour
-from mriscribe.report.template import (
+from mriscribe.report.facts import LesionFact
+from mriscribe.report.wording import (
     class_kind,
+    extent_text,
     images_phrase,
+    number_ranges,
+    percent,
+    side_text,
+    size_text,
     study_result,
     threshold_text,
+    volume_text,
 )
 
 FAMILY = "DejaVu"
@@ -54,6 +62,24 @@ COLUMNS = (
 )
 FILE_COLUMN, CLASS_COLUMN = 1, 2
 
+# The lesion table: (heading, width in mm), 180 mm in all. Cells wrap (a fact is never cut
+# short); headings wrap too, so "Volume (est.)" marks the volume as an estimate in the header.
+LESION_COLUMNS = (
+    ("Lesion", 13.0),
+    ("Class", 26.0),
+    ("Side", 17.0),
+    ("Images", 21.0),
+    (f"Largest (W {TIMES} H)", 52.0),
+    ("Extent", 14.0),
+    ("Volume (est.)", 17.0),
+    ("Confidence", 20.0),
+)
+LESION_CLASS_COLUMN = 1
+TABLE_LINE = 3.9  # mm per line of a wrapped table cell
+NO_VALUE = "-"  # extent, volume or side where the series has no slice positions
+NBSP = "\u00a0"  # keeps a size, or "on image N", on one line of a wrapped cell
+SWATCH = 3.2  # mm a class's colour swatch takes from its cell
+
 PAGES_ALIAS = "\x01nb\x01"
 _SIZE_X = re.compile(r"(\d) x (\d)")
 
@@ -63,7 +89,9 @@ def render_pdf(analysis: Analysis) -> bytes:
     layout = _Layout(analysis)
     layout.title_block()
     layout.summary()
+    layout.lesion_table()
     layout.report_sections()
+    layout.key_images()
     layout.findings_table()
     layout.images()
     layout.disclaimer()
@@ -88,6 +116,69 @@ def _model_label(analysis: Analysis) -> str:
 def _size(item: MeasuredFinding) -> str:
     approx = "≈ " if item.size.estimated else ""
     return f"{approx}{item.size.width_mm:.1f} {TIMES} {item.size.height_mm:.1f}"
+
+
+def _row_height(lines: Sequence[Sequence[str]]) -> float:
+    """A wrapped table row's height: its tallest cell, with half a millimetre above and below."""
+    return TABLE_LINE * max(len(cell) for cell in lines) + 1.0
+
+
+def _lesion_cells(lesion: LesionFact) -> list[str]:
+    """A lesion's row in the words of its report sentence (report/wording.py): side, extent and
+    volume where the geometry holds them, "-" where its series has no slice positions, and "not
+    stated" for a side the geometry could not call (too near the midline)."""
+    largest = lesion.largest
+    number = largest.image_number
+    hedge = "about " if largest.size_estimated else ""
+    side = lesion.side or ("not stated" if lesion.geometry else NO_VALUE)
+    extent = lesion.craniocaudal_mm
+    volume = lesion.volume_ml
+    return [
+        str(lesion.id),
+        lesion.class_name,
+        side,
+        number_ranges(lesion.images),
+        f"{hedge}{_unbroken(size_text(largest, TIMES))} {_unbroken(f'on image {number}')}",
+        NO_VALUE if extent is None else extent_text(extent),
+        NO_VALUE if volume is None else volume_text(volume),
+        percent(lesion.confidence),
+    ]
+
+
+def _unbroken(text: str) -> str:
+    """``text`` that wrapping keeps on one line: its spaces non-breaking."""
+    return text.replace(" ", NBSP)
+
+
+def _lesion_note(lesions: Sequence[LesionFact], side_threshold_mm: float) -> str:
+    """The lesion table's footnote: how extent, volume and side are measured, and what "-" and
+    "about" mean where the table shows them."""
+    note = (
+        "Largest: the lesion's largest detection box (width "
+        f"{TIMES} height) and the image it is on. Confidence: its most confident detection of "
+        "its class."
+    )
+    if any(lesion.geometry for lesion in lesions):
+        note += (
+            " Extent: craniocaudal, from the positions of the lesion's slices plus one slice "
+            f"spacing. Volume: a box-based estimate (mean box area {TIMES} depth), not a "
+            "segmentation. Side: the patient's, from the head's own midline, stated only when "
+            f"the lesion's centre lies at least {side_threshold_mm:g} mm from it on every slice."
+        )
+    if any(not lesion.geometry for lesion in lesions):
+        note += f" {NO_VALUE}: no slice positions in the series, so each detection is a lesion."
+    if any(lesion.largest.size_estimated for lesion in lesions):
+        note += " about: estimated from the default pixel spacing (the file states none)."
+    return note
+
+
+def _key_caption(lesion: LesionFact) -> str:
+    """ "Lesion 2: Glioma, left, image 14": the lesion, its class and side as its sentence states
+    them, and the image it is largest on."""
+    return (
+        f"Lesion {lesion.id}: {lesion.class_name}{side_text(lesion.side)}, "
+        f"image {lesion.largest.image_number}"
+    )
 
 
 class _Pdf(FPDF):
@@ -139,6 +230,9 @@ class _Layout:
         report = analysis.report
         engine = f"{report.engine} (fallback)" if report.fallback_reason else report.engine
         pdf.report_engine = self.clean(engine)
+        # Annotated JPEGs drawn here for images the pipeline did not render, by image number: a
+        # key image is drawn once and embedded once, however many sections show it.
+        self._drawn: dict[int, bytes] = {}
         pdf.add_page()
 
     # Text helpers -----------------------------------------------------------------------------
@@ -266,13 +360,15 @@ class _Layout:
             "negative": "Negative: no tumour detected by the automated system",
             "indeterminate": "Indeterminate: not every image has a detection above the threshold",
         }[result]
-        counts = facts.counts_by_class
+        counts = facts.lesion_counts
         classes = ", ".join(f"{name} ({count})" for name, count in counts.items()) or "none"
-        tumours = len(facts.tumours)
-        detections = "none"
-        if tumours:
-            detections = f"{tumours} on {images_phrase(facts.positive_images)}"
-        largest = facts.largest
+        lesions = len(facts.lesions)
+        found = "none"
+        if lesions:
+            found = f"{lesions} on {images_phrase(facts.positive_images)}"
+            if len(facts.tumours) != lesions:
+                found += f" ({len(facts.tumours)} detections linked across adjacent slices)"
+        lesion = facts.largest_lesion
         estimated_images = [image.number for image in facts.images if image.size_estimated]
         if not estimated_images:
             sizes = "measured with the pixel spacing stated in the files"
@@ -290,16 +386,17 @@ class _Layout:
         rows: list[tuple[str, str]] = [
             ("Study result", result_text),
             ("Images analysed", str(facts.image_count)),
-            ("Tumour detections", detections),
+            ("Lesions", found),
             ("Classes", classes),
         ]
-        if largest is not None:
+        if lesion is not None:
+            largest = lesion.largest
             approx = "≈ " if largest.size_estimated else ""
             rows.append(
                 (
                     "Largest lesion",
                     f"{approx}{largest.width_mm:.1f} {TIMES} {largest.height_mm:.1f} mm "
-                    f"({largest.class_name}, image {largest.image_number})",
+                    f"(lesion {lesion.id}, {lesion.class_name}, image {largest.image_number})",
                 )
             )
         rows += [
@@ -330,6 +427,73 @@ class _Layout:
                     self.pdf.set_x(self.pdf.l_margin + key_width)
                 self.pdf.cell(self.pdf.epw - key_width, LINE, line, new_x="LMARGIN", new_y="NEXT")
             self.pdf.set_text_color(0)
+
+    def lesion_table(self) -> None:
+        """One row per lesion, in the report's spellings: the table a reader scans before the
+        prose. Nothing without lesions (a negative or indeterminate study). Rows flow across
+        pages, the header repeated on each."""
+        facts = self.analysis.facts
+        if not facts.lesions:
+            return
+        self.font(SMALL_PT, bold=True)
+        header = self.cell_lines([heading for heading, _ in LESION_COLUMNS])
+        self.font(SMALL_PT)
+        rows = [
+            (self.cell_lines(_lesion_cells(lesion), swatch=True), class_colour(lesion.class_name))
+            for lesion in facts.lesions
+        ]
+        self.heading("Lesions", keep=_row_height(header) + _row_height(rows[0][0]))
+        self.lesion_header(header)
+        for lines, colour in rows:
+            if self.pdf.will_page_break(_row_height(lines)):
+                self.pdf.add_page()
+                self.lesion_header(header)
+            self.font(SMALL_PT)
+            self.wrapped_row(lines, colour)
+        self.pdf.ln(1)
+        self.font(7.5)
+        self.pdf.set_text_color(*GREY)
+        self.paragraph(_lesion_note(facts.lesions, facts.side_threshold_mm), size=7.5)
+        self.pdf.set_text_color(0)
+
+    def cell_lines(self, cells: Sequence[str], swatch: bool = False) -> list[list[str]]:
+        """Each lesion-table cell wrapped to its column in the current font (the class column
+        narrower by its colour swatch where ``swatch``)."""
+        lines = []
+        for column, ((_, width), text) in enumerate(zip(LESION_COLUMNS, cells, strict=True)):
+            if swatch and column == LESION_CLASS_COLUMN:
+                width -= SWATCH
+            lines.append(self.wrap(self.clean(text), width))
+        return lines
+
+    def lesion_header(self, header: list[list[str]]) -> None:
+        """The lesion table's shaded header row (again at the top of each page it runs onto)."""
+        self.font(SMALL_PT, bold=True)
+        self.pdf.set_fill_color(*SHADE)
+        self.pdf.rect(self.pdf.l_margin, self.pdf.y, self.pdf.epw, _row_height(header), style="F")
+        self.wrapped_row(header, None, rule=False)
+
+    def wrapped_row(
+        self, lines: list[list[str]], colour: tuple[int, int, int] | None, rule: bool = True
+    ) -> None:
+        """A table row of wrapped cells in the current font, as tall as its tallest cell; a
+        swatch in the box colour before the class where ``colour`` (as in the findings table)."""
+        pdf = self.pdf
+        top, left = pdf.y, pdf.l_margin
+        for column, ((_, width), cell) in enumerate(zip(LESION_COLUMNS, lines, strict=True)):
+            x = left
+            if column == LESION_CLASS_COLUMN and colour is not None:
+                pdf.set_fill_color(*colour)
+                pdf.rect(x + 1, top + 0.5 + (TABLE_LINE - 2.2) / 2, 2.2, 2.2, style="F")
+                x += SWATCH
+            for number, line in enumerate(cell):
+                pdf.set_xy(x, top + 0.5 + number * TABLE_LINE)
+                pdf.cell(width - (x - left), TABLE_LINE, line)
+            left += width
+        pdf.set_xy(pdf.l_margin, top + _row_height(lines))
+        if rule:
+            pdf.set_draw_color(*RULE)
+            pdf.line(pdf.l_margin, pdf.y, pdf.l_margin + pdf.epw, pdf.y)
 
     def report_sections(self) -> None:
         for title, body in self.analysis.report.sections.items():
@@ -402,8 +566,8 @@ class _Layout:
                 # A swatch in the box colour links the row to the annotated image.
                 self.pdf.set_fill_color(*colour)
                 self.pdf.rect(x + 1, self.pdf.y + 1.3, 2.2, 2.2, style="F")
-                self.pdf.set_x(x + 3.2)
-                width -= 3.2
+                self.pdf.set_x(x + SWATCH)
+                width -= SWATCH
             text = self.fit(self.clean(text), width, keep_end=column == FILE_COLUMN)
             self.pdf.cell(width, height, text, new_x="RIGHT", new_y="TOP")
         self.pdf.ln(height)
@@ -424,26 +588,66 @@ class _Layout:
             text = text[1:] if keep_end else text[:-1]
         return "…" + text if keep_end else text + "…"
 
+    def key_images(self) -> None:
+        """The key image of each lesion: the annotated image it is largest on, captioned
+        "Lesion N: class, side, image M", so the images that matter need no search through
+        every slice. An image that is the key image of several lesions is shown once, with each
+        lesion's caption; a lesion whose image is not among the analysed ones has none."""
+        by_number = {image.number: image for image in self.analysis.images}
+        captions: dict[int, list[str]] = {}
+        for lesion in self.analysis.facts.lesions:
+            number = lesion.largest.image_number
+            if number in by_number:
+                captions.setdefault(number, []).append(_key_caption(lesion))
+        width = self.column_width()
+        self.font(SMALL_PT + 0.5, bold=True)
+        entries = [
+            (
+                by_number[number],
+                [(line, True) for text in texts for line in self.wrap(self.clean(text), width)],
+            )
+            for number, texts in captions.items()
+        ]
+        self.image_grid("Key images", entries)
+
+    def column_width(self) -> float:
+        """The width of one column of images, in mm."""
+        return (self.pdf.epw - COLUMN_GAP * (IMAGE_COLUMNS - 1)) / IMAGE_COLUMNS
+
+    def jpeg(self, image: ImageResult) -> bytes:
+        """The image's annotated JPEG: the pipeline's, else drawn here (once per image)."""
+        if image.annotated_jpeg:
+            return image.annotated_jpeg
+        if image.number not in self._drawn:
+            self._drawn[image.number] = annotated_jpeg(image.slice.pixels, image.findings)
+        return self._drawn[image.number]
+
     def images(self) -> None:
-        column_width = (self.pdf.epw - COLUMN_GAP * (IMAGE_COLUMNS - 1)) / IMAGE_COLUMNS
-        images = self.analysis.images
-        for start in range(0, len(images), IMAGE_COLUMNS):
-            row = images[start : start + IMAGE_COLUMNS]
-            blocks = [self.image_block_lines(image, column_width) for image in row]
-            sizes = [self.image_size(image, column_width) for image in row]
-            text_height = max(LINE * 0.9 * len(lines) for lines in blocks)
+        width = self.column_width()
+        entries = [(image, self.image_block_lines(image, width)) for image in self.analysis.images]
+        self.image_grid("Annotated images", entries)
+
+    def image_grid(
+        self, title: str, entries: Sequence[tuple[ImageResult, list[tuple[str, bool]]]]
+    ) -> None:
+        """Images in columns, each over its (text, bold) lines, under ``title``; no heading
+        where there is no image."""
+        column_width = self.column_width()
+        for start in range(0, len(entries), IMAGE_COLUMNS):
+            row = entries[start : start + IMAGE_COLUMNS]
+            sizes = [self.image_size(image, column_width) for image, _ in row]
+            text_height = max(LINE * 0.9 * len(lines) for _, lines in row)
             row_height = max(height for _, height in sizes) + 2 + text_height
             if start == 0:
-                self.heading("Annotated images", keep=row_height)
+                self.heading(title, keep=row_height)
             if self.pdf.will_page_break(row_height):
                 self.pdf.add_page()
             top = self.pdf.y
-            for column, (image, lines, (width, height)) in enumerate(
-                zip(row, blocks, sizes, strict=True)
+            for column, ((image, lines), (width, height)) in enumerate(
+                zip(row, sizes, strict=True)
             ):
                 left = self.pdf.l_margin + column * (column_width + COLUMN_GAP)
-                jpeg = image.annotated_jpeg or annotated_jpeg(image.slice.pixels, image.findings)
-                self.pdf.image(io.BytesIO(jpeg), x=left, y=top, w=width, h=height)
+                self.pdf.image(io.BytesIO(self.jpeg(image)), x=left, y=top, w=width, h=height)
                 self.pdf.set_xy(left, top + height + 1)
                 for text, bold in lines:
                     self.font(SMALL_PT + (0.5 if bold else 0), bold=bold)

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from mriscribe.analysis import Analysis, ImageResult
+from mriscribe.report.facts import LesionFact, SeriesFacts
 
 
 def results_json(
@@ -38,6 +39,8 @@ def results_json(
             "sizes_estimated": facts.sizes_estimated,
             "spacing_sources": list(facts.spacing_sources),
         },
+        "lesions": [_lesion_json(lesion) for lesion in facts.lesions],
+        "series": [_series_json(series) for series in facts.series],
         "model": {
             **analysis.model.as_dict(),
             "conf_threshold": analysis.conf_threshold,
@@ -50,6 +53,44 @@ def results_json(
     return body
 
 
+def _lesion_json(lesion: LesionFact) -> dict[str, Any]:
+    """A lesion as the JSON states it: null where the geometry does not hold a value."""
+    largest = lesion.largest
+    return {
+        "id": lesion.id,
+        "class": lesion.class_name,
+        "confidence": round(lesion.confidence, 4),
+        "images": list(lesion.images),
+        "largest": {
+            "image": largest.image_number,
+            "width_mm": round(largest.width_mm, 1),
+            "height_mm": round(largest.height_mm, 1),
+            "estimated": largest.size_estimated,
+        },
+        "craniocaudal_mm": _rounded(lesion.craniocaudal_mm, 1),
+        "volume_ml": _rounded(lesion.volume_ml, 2),
+        "volume_method": "box-based estimate" if lesion.volume_ml is not None else None,
+        "side": lesion.side,
+        "series": lesion.series,
+    }
+
+
+def _series_json(series: SeriesFacts) -> dict[str, Any]:
+    """A series without identifiers: its number, format, images, slice spacing and notes."""
+    return {
+        "number": series.number,
+        "format": series.format,
+        "images": list(series.images),
+        "slice_spacing_mm": _rounded(series.spacing_mm, 2),
+        "notes": list(series.notes),
+        "repeated_files_ignored": series.dropped,
+    }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _image_json(image: ImageResult, annotated: bool) -> dict[str, Any]:
     item: dict[str, Any] = {
         "filename": image.slice.name,
@@ -60,6 +101,8 @@ def _image_json(image: ImageResult, annotated: bool) -> dict[str, Any]:
         "pixel_spacing_mm": [round(v, 4) for v in image.spacing_mm],
         "spacing_source": image.spacing_source,
         "spacing_estimated": image.spacing_estimated,
+        "series": image.series,
+        "position_mm": _rounded(image.position_mm, 2),
         "detections": [
             {**m.finding.as_dict(), "size_mm": m.size.as_dict()} for m in image.findings
         ],

@@ -41,6 +41,42 @@ class FindingFact:
         return round(self.confidence * 100, 1)
 
 
+Side = Literal["left", "right", "midline"]
+
+
+@dataclass(frozen=True)
+class LesionFact:
+    """One lesion: tumour detections linked across adjacent slices of a series (or one detection
+    where the series has no geometry).
+
+    ``class_name`` is the confidence-weighted class over its detections, ``confidence`` the
+    highest confidence of a detection of that class. ``largest`` is its largest detection
+    (largest longest side), whose image and in-plane size the lesion reports.
+    ``craniocaudal_mm`` is its head-to-foot extent from the slice positions (for an axial series:
+    the span of its slices plus one slice spacing); ``volume_ml`` the box-based volume estimate
+    (mean box area times the depth its slices cover); ``side`` the patient's side of its centre,
+    measured from the head's own midline. Each is None where the geometry does not hold it.
+    ``geometry`` says the lesion comes from a series with slice positions (a lesion sentence
+    states it); without, the lesion is its one detection and reads as one.
+    """
+
+    id: int
+    class_name: str
+    confidence: float
+    images: tuple[int, ...]
+    largest: FindingFact
+    detections: tuple[FindingFact, ...]
+    series: int = 1
+    geometry: bool = False
+    craniocaudal_mm: float | None = None
+    volume_ml: float | None = None
+    side: Side | None = None
+
+    @property
+    def confidence_percent(self) -> float:
+        return round(self.confidence * 100, 1)
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     number: int
@@ -52,9 +88,40 @@ class ImageFacts:
 
 
 @dataclass(frozen=True)
+class SeriesFacts:
+    """One series as the report describes it: its images (numbered in anatomical order), the
+    spacing between its slices from their positions (None without geometry), what is wrong
+    with its slices (gaps, duplicates, mixed orientations: plain text, no identifiers) and how
+    many repeated files were left out."""
+
+    number: int
+    format: str
+    images: tuple[int, ...]
+    spacing_mm: float | None = None
+    notes: tuple[str, ...] = ()
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
 class StudyFacts:
+    """What the report may state. ``lesions`` link each tumour detection to exactly one lesion;
+    where none are given (facts written by hand, saved results), every detection is a lesion of
+    its own, as for images without geometry."""
+
     images: tuple[ImageFacts, ...]
     conf_threshold: float
+    lesions: tuple[LesionFact, ...] = ()
+    series: tuple[SeriesFacts, ...] = ()
+    side_threshold_mm: float = 10.0
+
+    @property
+    def geometry(self) -> bool:
+        """Whether any series has slice positions (its detections are linked into lesions)."""
+        return any(series.spacing_mm is not None for series in self.series)
+
+    def __post_init__(self) -> None:
+        if not self.lesions and self.tumours:
+            object.__setattr__(self, "lesions", single_lesions(self.images))
 
     @property
     def image_count(self) -> int:
@@ -104,6 +171,47 @@ class StudyFacts:
     @property
     def largest(self) -> FindingFact | None:
         return max(self.tumours, key=lambda f: f.max_diameter_mm, default=None)
+
+    @property
+    def lesion_counts(self) -> dict[str, int]:
+        """Lesions per class (their weighted class), classes in order of their best lesion's
+        confidence. Without geometry every detection is a lesion, so this is counts_by_class."""
+        counts: dict[str, int] = {}
+        for lesion in sorted(self.lesions, key=lambda lesion: -lesion.confidence):
+            counts[lesion.class_name] = counts.get(lesion.class_name, 0) + 1
+        return counts
+
+    @property
+    def largest_lesion(self) -> LesionFact | None:
+        """The lesion with the largest in-plane size (longest box side), the first on a tie."""
+        best: LesionFact | None = None
+        for lesion in self.lesions:
+            if best is None or lesion.largest.max_diameter_mm > best.largest.max_diameter_mm:
+                best = lesion
+        return best
+
+    def lesion_of(self, fact: FindingFact) -> LesionFact:
+        """The lesion a tumour detection belongs to."""
+        for lesion in self.lesions:
+            if any(member is fact for member in lesion.detections):
+                return lesion
+        raise KeyError("a detection that belongs to no lesion")
+
+
+def single_lesions(images: Sequence[ImageFacts]) -> tuple[LesionFact, ...]:
+    """Every tumour detection a lesion of its own: image by image, highest confidence first."""
+    tumours = [fact for image in images for fact in image.tumours]
+    return tuple(
+        LesionFact(
+            id=number,
+            class_name=fact.class_name,
+            confidence=fact.confidence,
+            images=(fact.image_number,),
+            largest=fact,
+            detections=(fact,),
+        )
+        for number, fact in enumerate(tumours, start=1)
+    )
 
 
 def image_facts(

@@ -14,17 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mriscribe.report.facts import FindingFact, ImageFacts, StudyFacts
+from mriscribe.report.facts import ImageFacts, LesionFact, StudyFacts
 from mriscribe.report.grammar import Binding, Form, gbnf
 from mriscribe.report.wording import (
     ESTIMATED_NOTE,
     count_word,
+    extent_text,
     images_phrase,
     kind_phrase,
     percent,
+    side_text,
     size_text,
     study_result,
     threshold_text,
+    volume_text,
 )
 
 _NUMBER = r"\d+(?:\.\d+)?"
@@ -51,6 +54,10 @@ SLOT_TYPES = {
     "class_counts": _WORDS,
     "classes": _WORDS,
     "negative_names": r"[^():]+?",
+    "lesion": r"\d+",
+    "side": r"(?:, (?:left|right|midline))?",
+    "extent": rf"{_NUMBER} mm",
+    "volume": rf"{_NUMBER} ml",
     # Flags: an empty slot that admits the alternative it stands in.
     "one": "",
     "several": "",
@@ -83,6 +90,15 @@ INDETERMINATE = _form(
     "indeterminate result",
     "Indeterminate study: no tumour was detected, but {empty_images} had no detection, so this "
     "is not a normal result.",
+)
+
+# A lesion seen on the slices of a series with geometry: one sentence for the template and the
+# model alike (the model may only choose "possible" for "suspected").
+LESION = _form(
+    "lesion",
+    "Lesion {lesion}: [suspected|possible] {kind}{side}, {images}, [largest {hedge}{size} on "
+    "image {image}{several}|{hedge}{size}{one}], craniocaudal extent {extent}, box volume "
+    "estimate {volume} (confidence {confidence}).",
 )
 
 # The template's sentences (its FINDINGS and IMPRESSION are the first path through these).
@@ -157,7 +173,7 @@ INDETERMINATE_EMPTY = _form(
 )
 
 FORMS: tuple[Form, ...] = (
-    FINDING, MORE, NEGATIVE_IMAGES, EMPTY_IMAGES, POSITIVE, NEGATIVE, CAVEAT, INDETERMINATE,
+    FINDING, LESION, MORE, NEGATIVE_IMAGES, EMPTY_IMAGES, POSITIVE, NEGATIVE, CAVEAT, INDETERMINATE,
     NONE_ANALYSED, NO_RESULT, DETECTIONS, NO_DETECTIONS, LISTED, CONFLICT, LISTED_NEGATIVE,
     LISTED_EMPTY, DETECTED, LARGEST, MIXED, NOT_DETECTED_ON, EMPTY_STATED, NEGATIVE_STATED,
     INDETERMINATE_MIXED, INDETERMINATE_EMPTY,
@@ -169,11 +185,10 @@ EMPTY = "images without a detection"  # the images with no detection are stated
 CAVEAT_KEY = "caveat"  # a negative result's caveat is stated
 
 
-def tumour_key(fact: FindingFact, image: ImageFacts) -> str:
-    """What a sentence that states this tumour covers: every tumour must be covered exactly
-    once. By position, so two identical detections on one image are two tumours."""
-    index = next(n for n, tumour in enumerate(image.tumours) if tumour is fact)
-    return f"tumour {image.number}.{index}"
+def lesion_key(lesion: LesionFact) -> str:
+    """What a sentence that states this lesion covers: every lesion must be covered exactly
+    once (two identical detections on one image are two lesions: lesions are numbered)."""
+    return f"lesion {lesion.id}"
 
 
 @dataclass(frozen=True)
@@ -222,8 +237,12 @@ def _negative_names(images: Iterable[ImageFacts]) -> str:
     return "/".join(names) or "No Tumor"
 
 
-def finding(fact: FindingFact, image: ImageFacts) -> Bound:
-    """A language model's sentence for one tumour."""
+def finding(lesion: LesionFact) -> Bound:
+    """A language model's sentence for one lesion: a lesion sentence where its series has
+    geometry, else the sentence of its one detection."""
+    if lesion.geometry:
+        return lesion_sentence(lesion)
+    fact = lesion.largest
     binding = {
         "image": (str(fact.image_number),),
         "kind": (kind_phrase(fact.class_name),),
@@ -231,20 +250,39 @@ def finding(fact: FindingFact, image: ImageFacts) -> Bound:
         "size": (size_text(fact),),
         "confidence": (percent(fact.confidence),),
     }
-    return Bound(FINDING, binding, frozenset({tumour_key(fact, image)}))
+    return Bound(FINDING, binding, frozenset({lesion_key(lesion)}))
 
 
-def more(rest: Sequence[tuple[FindingFact, ImageFacts]]) -> Bound:
-    """The tumours a prompt had no room to list one by one, stated as a count."""
+def lesion_sentence(lesion: LesionFact) -> Bound:
+    """The sentence of a lesion seen in a series with geometry (see LESION)."""
+    largest = lesion.largest
+    binding = {
+        "lesion": (str(lesion.id),),
+        "kind": (kind_phrase(lesion.class_name),),
+        "side": (side_text(lesion.side),),
+        "images": (images_phrase(lesion.images),),
+        "image": (str(largest.image_number),),
+        "hedge": ("about ",) if largest.size_estimated else ("",),
+        "size": (size_text(largest),),
+        "extent": (extent_text(lesion.craniocaudal_mm or 0.0),),
+        "volume": (volume_text(lesion.volume_ml or 0.0),),
+        "confidence": (percent(lesion.confidence),),
+        **_flag(len(lesion.images) > 1, "several", "one"),
+    }
+    return Bound(LESION, binding, frozenset({lesion_key(lesion)}))
+
+
+def more(rest: Sequence[LesionFact]) -> Bound:
+    """The lesions a prompt had no room to list one by one, stated as a count."""
     count = len(rest)
-    numbers = sorted({fact.image_number for fact, _ in rest})
+    numbers = sorted({number for lesion in rest for number in lesion.images})
     binding = {
         "count": (str(count),),
         "tumours": ("tumour" if count == 1 else "tumours",),
         "were": ("was" if count == 1 else "were",),
         "images": (images_phrase(numbers),),
     }
-    return Bound(MORE, binding, frozenset(tumour_key(f, i) for f, i in rest))
+    return Bound(MORE, binding, frozenset(lesion_key(lesion) for lesion in rest))
 
 
 def negative_images(facts: StudyFacts) -> Bound:
@@ -263,7 +301,7 @@ def result(facts: StudyFacts) -> tuple[Bound, ...]:
     covers = frozenset({RESULT})
     outcome = study_result(facts)
     if outcome == "positive":
-        counts = facts.counts_by_class
+        counts = facts.lesion_counts
         binding = {"counts": tuple(dict.fromkeys((_counts(counts, False), _counts(counts, True))))}
         return (Bound(POSITIVE, binding, covers),)
     if outcome == "negative":
@@ -282,18 +320,14 @@ def template_findings(facts: StudyFacts) -> list[Bound]:
         bound.append(Bound(DETECTIONS, {**count, **_where(facts)}))
     else:
         bound.append(Bound(NO_DETECTIONS, {}))
+    starting: dict[int, list[LesionFact]] = {}
+    for lesion in facts.lesions:
+        starting.setdefault(min(lesion.images), []).append(lesion)
     for image in facts.images:
+        for lesion in starting.get(image.number, ()):
+            bound.append(_listed(lesion))
         if image.status != "positive":
             continue
-        for fact in image.tumours:
-            binding = {
-                "image": (str(image.number),),
-                "class_name": (fact.class_name,),
-                "confidence": (percent(fact.confidence),),
-                "size": (size_text(fact),),
-                **_flag(fact.size_estimated, "estimated", "measured"),
-            }
-            bound.append(Bound(LISTED, binding, frozenset({tumour_key(fact, image)})))
         # A tumour and the no-tumour class on one slice disagree: say so rather than hide it.
         for fact in image.negatives:
             binding = {
@@ -318,6 +352,22 @@ def template_findings(facts: StudyFacts) -> list[Bound]:
     return bound
 
 
+def _listed(lesion: LesionFact) -> Bound:
+    """The template's sentence for a lesion: the lesion sentence where its series has geometry,
+    else its one detection listed."""
+    if lesion.geometry:
+        return lesion_sentence(lesion)
+    fact = lesion.largest
+    binding = {
+        "image": (str(fact.image_number),),
+        "class_name": (fact.class_name,),
+        "confidence": (percent(fact.confidence),),
+        "size": (size_text(fact),),
+        **_flag(fact.size_estimated, "estimated", "measured"),
+    }
+    return Bound(LISTED, binding, frozenset({lesion_key(lesion)}))
+
+
 def template_impression(facts: StudyFacts) -> list[Bound]:
     """The template's IMPRESSION, sentence by sentence."""
     covers = frozenset({RESULT})
@@ -328,8 +378,8 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
     outcome = study_result(facts)
     negatives, empty = facts.negative_images, facts.unremarkable_images
     if outcome == "positive":
-        tumours = len(facts.tumours)
-        class_counts = ", ".join(f"{name} ({n})" for name, n in facts.counts_by_class.items())
+        tumours = len(facts.lesions)
+        class_counts = ", ".join(f"{name} ({n})" for name, n in facts.lesion_counts.items())
         binding = {
             "count": (str(tumours),),
             "tumours": ("tumour" if tumours == 1 else "tumours",),
@@ -337,10 +387,11 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
             **_where(facts),
         }
         bound = [Bound(DETECTED, binding, covers)]
-        largest = facts.largest
-        if largest is not None:
+        lesion = facts.largest_lesion
+        if lesion is not None:
+            largest = lesion.largest
             binding = {
-                "class_name": (largest.class_name,),
+                "class_name": (lesion.class_name,),
                 "image": (str(largest.image_number),),
                 "size": (size_text(largest),),
                 "longest": (f"{largest.max_diameter_mm:.1f} mm",),
@@ -348,8 +399,8 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
                 **_flag(largest.size_estimated, "estimated", "measured"),
             }
             bound.append(Bound(LARGEST, binding))
-        if len(facts.classes_detected) > 1:
-            bound.append(Bound(MIXED, {"classes": (", ".join(facts.classes_detected),)}))
+        if len(facts.lesion_counts) > 1:
+            bound.append(Bound(MIXED, {"classes": (", ".join(facts.lesion_counts),)}))
         if negatives:
             binding = {"images": (images_phrase(negatives),)}
             bound.append(Bound(NOT_DETECTED_ON, binding, frozenset({NEGATIVES})))
@@ -383,10 +434,12 @@ def required(facts: StudyFacts) -> dict[str, str]:
     """What every narrative of the study must state (a covers key each), and how to say it is
     missing."""
     needed = {RESULT: "the study's result"}
-    for image in facts.images:
-        for fact in image.tumours:
-            what = f"the detected {fact.class_name} on image {image.number}"
-            needed[tumour_key(fact, image)] = what
+    for lesion in facts.lesions:
+        if lesion.geometry:
+            what = f"lesion {lesion.id} ({lesion.class_name}, {images_phrase(lesion.images)})"
+        else:
+            what = f"the detected {lesion.class_name} on image {lesion.largest.image_number}"
+        needed[lesion_key(lesion)] = what
     if facts.negative_images:
         needed[NEGATIVES] = "the images classified as no tumour"
     if facts.unremarkable_images:
@@ -399,13 +452,11 @@ def required(facts: StudyFacts) -> dict[str, str]:
 def bound_forms(facts: StudyFacts) -> list[Bound]:
     """Every form bound to every fact it may state: the grammar of this study's reports."""
     bound = [*template_findings(facts), *template_impression(facts)]
-    for image in facts.images:
-        bound.extend(finding(fact, image) for fact in image.tumours)
-    tumours = [(fact, image) for image in facts.images for fact in image.tumours]
-    # "N more suspected tumours were detected on images ...": the last N tumours in the order
-    # the prompt lists them (by image), as a prompt summarises those it has no room for.
-    for start in range(len(tumours)):
-        bound.append(more(tumours[start:]))
+    bound.extend(finding(lesion) for lesion in facts.lesions if not lesion.geometry)
+    # "N more suspected tumours were detected on images ...": the last N lesions in the order
+    # the prompt lists them, as a prompt summarises those it has no room for.
+    for start in range(len(facts.lesions)):
+        bound.append(more(facts.lesions[start:]))
     if facts.negative_images:
         bound.append(negative_images(facts))
     if facts.unremarkable_images:

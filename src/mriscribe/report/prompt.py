@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mriscribe.report.engines.base import Constraint, Prompt
-from mriscribe.report.facts import FindingFact, StudyFacts, study_of
+from mriscribe.report.facts import LesionFact, SeriesFacts, StudyFacts, study_of
 from mriscribe.report.forms import (
     Bound,
     answer_gbnf,
@@ -28,10 +28,14 @@ from mriscribe.report.forms import (
 )
 from mriscribe.report.wording import (
     count_word,
+    extent_text,
     images_phrase,
     kind_phrase,
     percent,
+    side_text,
+    size_text,
     study_result,
+    volume_text,
 )
 
 STOP = ("\n",)
@@ -60,32 +64,21 @@ class FactLine:
 def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, list[FactLine]]:
     """The request's header and its fact lines in answer order: tumours image by image (at most
     ``max_tumours`` listed one by one), then images without a tumour, then the impression's."""
-    counts = facts.counts_by_class
-    tumours = [
-        (fact, image)
-        for image in sorted(facts.images, key=lambda i: i.number)
-        for fact in image.tumours
-    ]
+    counts = facts.lesion_counts
+    lesions = list(facts.lesions)
     summary = ", ".join(f"{count_word(n)} {kind_phrase(name, n)}" for name, n in counts.items())
     images = facts.image_count
     header = (
         f"Facts: {images} image{'s' if images != 1 else ''}, "
-        f"{len(tumours)} tumour{'s' if len(tumours) != 1 else ''}"
+        f"{len(lesions)} tumour{'s' if len(lesions) != 1 else ''}"
         + (f" ({summary})" if summary else "")
         + f". Result: {study_result(facts)}.\n"
     )
-    listed = tumours if max_tumours is None else tumours[:max_tumours]
-    lines = [
-        FactLine(
-            _tumour_line(fact),
-            (finding(fact, image),),
-            f"Image {fact.image_number}: {kind_phrase(fact.class_name)}.",
-        )
-        for fact, image in listed
-    ]
-    if len(listed) < len(tumours):
-        rest = tumours[len(listed) :]
-        numbers = sorted({fact.image_number for fact, _ in rest})
+    listed = lesions if max_tumours is None else lesions[:max_tumours]
+    lines = [FactLine(_lesion_line(lesion), (finding(lesion),), _cue(lesion)) for lesion in listed]
+    if len(listed) < len(lesions):
+        rest = lesions[len(listed) :]
+        numbers = sorted({number for lesion in rest for number in lesion.images})
         text = f"Not listed: {len(rest)} more on {images_phrase(numbers)}."
         lines.append(FactLine(text, (more(rest),), "Not listed: more tumours."))
     negative = [*facts.negative_images]
@@ -108,22 +101,68 @@ def fact_lines(facts: StudyFacts, max_tumours: int | None = None) -> tuple[str, 
 def cue_header(facts: StudyFacts) -> str:
     """The header for an engine that decodes inside the grammar: the study's shape only."""
     images = facts.image_count
-    tumours = len(facts.tumours)
+    tumours = len(facts.lesions)
     return (
         f"Facts: {images} image{'s' if images != 1 else ''}, {tumours} "
         f"tumour{'s' if tumours != 1 else ''}. Result: {study_result(facts)}.\n"
     )
 
 
-def _tumour_line(fact: FindingFact) -> str:
+def _lesion_line(lesion: LesionFact) -> str:
+    """A lesion's fact line: where its series has geometry, the lesion with its images, side,
+    extent and volume; else its one detection on its image, as a slice's finding."""
+    fact = lesion.largest
+    about = "about " if fact.size_estimated else ""
+    if lesion.geometry:
+        return (
+            f"Lesion {lesion.id}: {kind_phrase(lesion.class_name)}{side_text(lesion.side)}, "
+            f"{images_phrase(lesion.images)}, largest {about}{size_text(fact)} on image "
+            f"{fact.image_number}, craniocaudal extent "
+            f"{extent_text(lesion.craniocaudal_mm or 0.0)}, box volume estimate "
+            f"{volume_text(lesion.volume_ml or 0.0)}, confidence {percent(lesion.confidence)}."
+        )
     return (
         f"Image {fact.image_number}: {kind_phrase(fact.class_name)}, "
-        f"{'about ' if fact.size_estimated else ''}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm, "
+        f"{about}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm, "
         f"confidence {percent(fact.confidence)}."
     )
 
 
+def _cue(lesion: LesionFact) -> str:
+    """A lesion's line without the facts its answer's grammar forces."""
+    if lesion.geometry:
+        return f"Lesion {lesion.id}: {kind_phrase(lesion.class_name)}."
+    return f"Image {lesion.largest.image_number}: {kind_phrase(lesion.class_name)}."
+
+
 ANSWER = ">"  # the answer's first token carries its own leading space
+
+
+def _series_example() -> StudyFacts:
+    """A four-slice series whose glioma, seen on two adjacent slices, is one lesion."""
+    study = study_of(
+        [
+            [("No Tumor", 0.88, 180.0, 200.0)],
+            [("Glioma", 0.71, 22.5, 18.0)],
+            [("Glioma", 0.86, 31.5, 24.0)],
+            [("No Tumor", 0.84, 180.0, 200.0)],
+        ]
+    )
+    detections = tuple(fact for image in study.images for fact in image.tumours)
+    lesion = LesionFact(
+        id=1,
+        class_name="Glioma",
+        confidence=0.86,
+        images=(2, 3),
+        largest=detections[1],
+        detections=detections,
+        geometry=True,
+        craniocaudal_mm=10.0,
+        volume_ml=3.2,
+        side="left",
+    )
+    series = SeriesFacts(1, "DICOM", (1, 2, 3, 4), 5.0)
+    return StudyFacts(study.images, study.conf_threshold, (lesion,), (series,))
 
 # Worked examples: facts made by the same fact_lines as a request, each line's answer written by
 # hand (a test checks that every answer is one its line's grammar allows).
@@ -198,6 +237,15 @@ EXAMPLES: tuple[tuple[StudyFacts, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        _series_example(),
+        (
+            "Lesion 1: suspected glioma, left, images 2-3, largest 31.5 x 24.0 mm on image 3, "
+            "craniocaudal extent 10 mm, box volume estimate 3.2 ml (confidence 86.0%).",
+            "No tumour was detected on images 1, 4.",
+            "Positive study: one suspected glioma.",
+        ),
+    ),
+    (
         study_of(
             [
                 [("Glioma", 0.933, 35.5, 28.1)],
@@ -252,7 +300,7 @@ def plan(
     ("Not listed: 4 more on images 7-12") rather than listed."""
     budget = max_prompt_tokens - count_tokens(PREFIX)
     header, lines = fact_lines(facts)
-    tumours = len(facts.tumours)
+    tumours = len(facts.lesions)
     counts = [count_tokens(line.text) for line in lines]  # each line counted once
     fixed = count_tokens(header) + sum(counts[tumours:])
     listed = tumours

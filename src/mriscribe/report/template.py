@@ -1,9 +1,10 @@
 """The deterministic report: every sentence is built from the study facts and nothing else.
 
 It is the fallback whenever a language model is unavailable, so it states only what the facts
-hold: no locations, no laterality, no diagnosis. Its FINDINGS and IMPRESSION are the first path
-through the report grammar (report/forms.py); the other sections are fixed text filled from the
-facts, and a whole report's other sections must be exactly these.
+hold: no anatomical locations, no diagnosis, and a side only where one was measured. Its
+FINDINGS and IMPRESSION are the first path through the report grammar (report/forms.py); the
+other sections are fixed text filled from the facts, and a whole report's other sections must
+be exactly these.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def _examination(facts: StudyFacts) -> str:
     count = facts.image_count
     if count == 0:
         return "Brain MRI: no images were analysed."
+    if facts.geometry:
+        series = len(facts.series)
+        return (
+            f"Brain MRI: {count} image{'s' if count != 1 else ''} (2-D slices) in {series} "
+            f"series, each slice analysed by an automated tumour detector; detections on "
+            "adjacent slices of a series are linked into lesions."
+        )
     if count == 1:
         return "Brain MRI: 1 image (2-D slice) analysed by an automated tumour detector."
     return (
@@ -105,6 +113,8 @@ def _technique(facts: StudyFacts, detector: str) -> str:
             for (source, _), numbers in groups.items()
         ]
         lines.append(f"Pixel spacing: {'; '.join(parts)}.")
+    if facts.geometry:
+        lines.extend(_series_lines(facts))
     estimated = [image.number for image in facts.images if image.size_estimated]
     if len(estimated) == facts.image_count:
         subject = "The image file states" if facts.image_count == 1 else "The image files state"
@@ -120,6 +130,32 @@ def _technique(facts: StudyFacts, detector: str) -> str:
     return "\n".join(lines)
 
 
+def _series_lines(facts: StudyFacts) -> list[str]:
+    """Each series: its images, slice spacing and what is wrong with its slices; then how
+    extent, volume and side are measured."""
+    lines = []
+    for series in facts.series:
+        what = f"Series {series.number} ({series.format or 'unknown format'}): "
+        what += images_phrase(series.images)
+        if series.spacing_mm is not None:
+            what += f", slice spacing {series.spacing_mm:.1f} mm from the slice positions"
+        else:
+            what += ", no slice positions (each detection is its own lesion)"
+        notes = list(series.notes)
+        if series.dropped:
+            notes.append(
+                f"{series.dropped} repeated file{'s' if series.dropped != 1 else ''} read once"
+            )
+        lines.append(what + (f"; {'; '.join(notes)}" if notes else "") + ".")
+    lines.append(
+        "Craniocaudal extent: from the positions of a lesion's slices plus one slice spacing. "
+        "Volume: a box-based estimate (mean box area x depth), not a segmentation. Side: the "
+        "patient's, from the head's own midline on each slice, stated only when the lesion's "
+        f"centre lies at least {facts.side_threshold_mm:g} mm from it on every slice."
+    )
+    return lines
+
+
 def _findings(facts: StudyFacts) -> str:
     return "\n".join(bound.render() for bound in template_findings(facts))
 
@@ -130,7 +166,7 @@ def _impression(facts: StudyFacts) -> str:
 
 def _recommendations(facts: StudyFacts) -> str:
     lines: list[str] = []
-    for name in facts.classes_detected:
+    for name in facts.lesion_counts:
         kind = class_kind(name)
         note = _NOTES.get(kind or "", _GENERIC_NOTE)
         lines.append(f"{name}: {note}.")

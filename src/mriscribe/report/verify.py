@@ -58,6 +58,10 @@ _SLOT_WORDS = {
     "negative_names": "a class",
     "tumours": "a count",
     "were": "a count",
+    "lesion": "a lesion number",
+    "side": "a side",
+    "extent": "an extent",
+    "volume": "a volume",
 }
 
 
@@ -85,7 +89,7 @@ def normalise(text: str) -> str:
 
 def max_chars_for(facts: StudyFacts) -> int:
     """The longest acceptable narrative: room for a sentence per finding, no more."""
-    return 900 + 220 * len(facts.tumours) + 40 * facts.image_count
+    return 900 + 220 * len(facts.lesions) + 40 * facts.image_count
 
 
 class _Grammar:
@@ -166,8 +170,8 @@ def verify_text(text: str, facts: StudyFacts, *, max_chars: int | None = None) -
                 else:
                     used.add(id(fresh[0]))
                     for key in fresh[0].covers:
-                        if key.startswith("tumour ") and key in covered:
-                            reasons.append(f"states a tumour more than once ('{sentence[:60]}')")
+                        if key.startswith("lesion ") and key in covered:
+                            reasons.append(f"states a lesion more than once ('{sentence[:60]}')")
                         covered.setdefault(key, []).append(section)
             position += len(sentence)
             while position < len(body) and body[position] == " ":
@@ -179,7 +183,7 @@ def verify_text(text: str, facts: StudyFacts, *, max_chars: int | None = None) -
             reasons.append(f"does not state {what}")
         elif key == RESULT and "impression" in sections and "impression" not in where:
             reasons.append("does not state the study's result in the IMPRESSION")
-        elif key.startswith("tumour ") and "finding" in sections and "finding" not in where:
+        elif key.startswith("lesion ") and "finding" in sections and "finding" not in where:
             reasons.append(f"does not state {what} in the FINDINGS")
     unique = tuple(dict.fromkeys(reasons))
     return Verdict(not unique, unique)

@@ -77,6 +77,21 @@ def size_text(fact: FindingFact, times: str = "x") -> str:
     return f"{fact.width_mm:.1f} {times} {fact.height_mm:.1f} mm"
 
 
+def extent_text(mm: float) -> str:
+    """A craniocaudal extent: whole millimetres from 10 mm up, else one decimal ("7.5 mm")."""
+    return f"{mm:.0f} mm" if mm >= 10 else f"{mm:.1f} mm"
+
+
+def volume_text(ml: float) -> str:
+    """A volume estimate in millilitres: one decimal, two below 0.1 ml ("0.04 ml")."""
+    return f"{ml:.1f} ml" if ml >= 0.1 else f"{ml:.2f} ml"
+
+
+def side_text(side: str | None) -> str:
+    """A lesion's side as its sentence states it after the class: ", left" or nothing."""
+    return f", {side}" if side else ""
+
+
 def study_result(facts: StudyFacts) -> str:
     """'positive' (a tumour detected), 'negative' (every image classified as no tumour) or
     'indeterminate' (some or all images without any detection above the threshold, or none)."""

@@ -111,9 +111,49 @@ class ImageResult(_Body):
     pixel_spacing_mm: list[float]
     spacing_source: str
     spacing_estimated: bool
+    series: int = Field(description="the series the image belongs to (1-based, see 'series')")
+    position_mm: float | None = Field(
+        description="the slice's position along its series' slice normal; null without geometry"
+    )
     annotated_image: str | None = Field(
         default=None, description="with ?annotated=true: the annotated image as a JPEG data URL"
     )
+
+
+class LesionLargest(_Body):
+    image: int = Field(description="the image on which the lesion is largest")
+    width_mm: float
+    height_mm: float
+    estimated: bool = Field(description="true when the size rests on a default pixel spacing")
+
+
+class Lesion(_Body):
+    id: int = Field(description="1-based, as the report names lesions")
+    class_name: str = Field(alias="class", description="confidence-weighted over its slices")
+    confidence: float = Field(ge=0, le=1)
+    images: list[int] = Field(description="the images it is detected on")
+    largest: LesionLargest
+    craniocaudal_mm: float | None = Field(
+        description="head-to-foot extent from the slice positions; null without geometry"
+    )
+    volume_ml: float | None = Field(
+        description="box-based volume estimate (mean box area x depth); null without geometry"
+    )
+    volume_method: str | None = Field(description="'box-based estimate', or null")
+    side: Literal["left", "right", "midline"] | None = Field(
+        description="the patient's side of its centre from the head's own midline; null when "
+        "unknown or in doubt (always null for PNG, JPEG and TIFF)"
+    )
+    series: int
+
+
+class SeriesBody(_Body):
+    number: int
+    format: str
+    images: list[int] = Field(description="its images, numbered in anatomical order")
+    slice_spacing_mm: float | None = Field(description="from the slice positions; null without")
+    notes: list[str] = Field(description="gaps, duplicate slices, mixed orientations")
+    repeated_files_ignored: int = Field(description="files sent twice, read once")
 
 
 class DetectionResults(_Body):
@@ -158,6 +198,11 @@ class AnalyzeResult(_Body):
     medical_report: str = Field(description="the whole report as text, sections in order")
     summary: Summary
     report: ReportBody
+    lesions: list[Lesion] = Field(
+        description="tumour detections linked across adjacent slices of a series; without "
+        "geometry, one lesion per detection"
+    )
+    series: list[SeriesBody]
     model: ModelBody
     timings_ms: dict[str, float] = Field(description="decode, detect, measure, report, ...")
     pdf_base64: str | None = Field(default=None, description="with ?pdf=true: the PDF report")

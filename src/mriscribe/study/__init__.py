@@ -1,0 +1,1 @@
+"""A study: the uploaded images arranged into series, in anatomical order."""
