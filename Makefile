@@ -60,6 +60,8 @@ bench:
 	$(VENV)/bin/python bench/service_latency.py
 	$(VENV)/bin/python bench/report_latency.py
 	$(VENV)/bin/python bench/hostile_uploads.py
+	$(VENV)/bin/python bench/study_latency.py
+	$(VENV)/bin/python bench/real_lesions.py
 
 evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800
