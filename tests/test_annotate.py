@@ -12,18 +12,24 @@ from conftest import HELDOUT
 from mriscribe.analysis import MeasuredFinding, Measurement
 from mriscribe.detection import Box, Finding
 from mriscribe.imaging import decode_raster
+from mriscribe.imaging.geometry import Plane
 from mriscribe.render.annotate import (
     CLASS_COLOURS,
     MAX_LONG_SIDE,
     MIN_LONG_SIDE,
     NEGATIVE_COLOUR,
+    ORIENTATION_COLOUR,
     annotate,
     annotated_jpeg,
     class_colour,
+    direction_letters,
     label_text,
+    orientation_letters,
 )
 
 SOURCE = "default 0.5 mm/px (estimate)"
+# DICOM patient coordinates (LPS): x to the patient's left, y to the back, z to the head.
+AXIAL = Plane.of((0, 0, 0), (1, 0, 0), (0, 1, 0), (0.5, 0.5))  # the standard axial display
 
 
 def measured(finding: Finding, spacing: float = 0.5, estimated: bool = True) -> MeasuredFinding:
@@ -192,3 +198,95 @@ def test_jpeg_decodes(real):
         assert abs(r - expected[0]) + abs(g - expected[1]) + abs(b - expected[2]) < 60
     assert annotated_jpeg(pixels, findings) == data  # deterministic
 
+
+def plane(row: tuple[float, float, float], column: tuple[float, float, float]) -> Plane:
+    return Plane.of((0, 0, 0), row, column, (0.5, 0.5))
+
+
+def test_orientation_letters_axial_flipped_coronal_sagittal():
+    # Standard axial: the patient's left on the image's right (radiological), front at the top.
+    assert orientation_letters(AXIAL) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    # Stored the other way round (neurological): R and L swap, A and P stay.
+    flipped = plane((-1, 0, 0), (0, 1, 0))
+    assert orientation_letters(flipped) == {"left": "L", "right": "R", "top": "A", "bottom": "P"}
+    coronal = plane((1, 0, 0), (0, 0, -1))
+    assert orientation_letters(coronal) == {"left": "R", "right": "L", "top": "H", "bottom": "F"}
+    sagittal = plane((0, 1, 0), (0, 0, -1))
+    assert orientation_letters(sagittal) == {"left": "A", "right": "P", "top": "H", "bottom": "F"}
+    # Slightly tilted (dominant component above 0.8): still one letter.
+    tilted = plane((0.95, 0.3122499, 0), (-0.3122499, 0.95, 0))
+    assert orientation_letters(tilted) == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+
+
+def test_orientation_letters_oblique():
+    # Rotated 45 degrees in the axial plane: two letters, the larger axis first (x on a tie).
+    oblique = plane((0.7071068, 0.7071068, 0), (-0.7071068, 0.7071068, 0))
+    assert orientation_letters(oblique) == {
+        "left": "RA",
+        "right": "LP",
+        "top": "LA",
+        "bottom": "RP",
+    }
+    # The largest axis first: mostly anterior, somewhat left.
+    assert direction_letters((0.6, -0.75, 0.1)) == "AL"
+    assert direction_letters((0.0, 0.5, -0.85)) == "F"  # 0.86 of its length: not oblique
+    assert direction_letters((0.0, 0.65, -0.75)) == "FP"  # 0.76: oblique
+    assert direction_letters((0, 0, 0)) == ""
+    assert direction_letters((float("nan"), 0, 1)) == ""
+
+
+def test_orientation_letters_drawn_near_the_edges_only():
+    """With a plane, the JPEG differs from one without only in the middle of each edge."""
+    for size in (128, 1024):
+        # A finding in the middle: its box and label are drawn the same with or without a plane.
+        middle = made("Glioma", 0.9, size * 0.4, size * 0.4, size * 0.6, size * 0.6)
+        pixels = grey(size)
+        plain = decode(annotated_jpeg(pixels, [middle]))
+        lettered = decode(annotated_jpeg(pixels, [middle], plane=AXIAL))
+        assert plain.shape == lettered.shape
+        changed = np.abs(plain.astype(int) - lettered.astype(int)).max(axis=2) > 0
+        side = plain.shape[0]
+        band = side // 10  # letters lie within a tenth of the side from the edge ...
+        centre = slice(side // 2 - band, side // 2 + band)  # ... and about its middle
+        edges = {
+            "left": changed[centre, :band],
+            "right": changed[centre, -band:],
+            "top": changed[:band, centre],
+            "bottom": changed[-band:, centre],
+        }
+        for edge, region in edges.items():
+            assert region.sum() > 20, (size, edge)  # a letter readable at this size
+        assert sum(int(region.sum()) for region in edges.values()) == int(changed.sum()), size
+
+
+def test_orientation_letters_scale_with_the_image():
+    def letter_height(size: int) -> int:
+        image = np.asarray(annotate(grey(size), [], plane=AXIAL))
+        white = np.all(image == ORIENTATION_COLOUR, axis=2)
+        rows = np.flatnonzero(white[:, image.shape[1] - image.shape[1] // 10 :].any(axis=1))
+        return int(rows[-1] - rows[0] + 1)  # the right edge's "L"
+
+    small, large = letter_height(128), letter_height(1024)  # drawn at 512 and 1024 px
+    assert 8 <= small < large <= 40
+    assert large > 1.6 * small
+
+
+def test_labels_avoid_orientation_letters():
+    """A lesion at the left edge: its label goes where it leaves the "R" visible."""
+    lesion = made("Meningioma", 0.9, 0, 140, 40, 180)  # label above the box would cover "R"
+    alone = annotate(grey(), [], plane=AXIAL)
+    with_label = annotate(grey(), [lesion], plane=AXIAL)
+    letters = colour_count(alone, ORIENTATION_COLOUR)
+    assert letters > 100
+    assert colour_count(with_label, ORIENTATION_COLOUR) == letters  # no letter pixel covered
+
+
+def test_no_plane_no_letters():
+    image = annotate(grey(), [made("Meningioma", 0.9, 100, 100, 140, 140)])
+    assert colour_count(image, ORIENTATION_COLOUR) == 0
+    assert colour_count(annotate(grey(), []), ORIENTATION_COLOUR) == 0
+
+
+def decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))

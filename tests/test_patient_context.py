@@ -40,6 +40,7 @@ def _dicom() -> tuple[bytes, str, str]:
         setattr(ds, keyword, value)
     study, series = generate_uid(), generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue(), study, series
@@ -96,3 +97,22 @@ def test_identifying_values_stay_out_of_errors() -> None:
     assert "bad.dcm" in message
     for secret in [*DETAILS.values(), study]:
         assert secret not in message
+
+
+def test_file_names_that_identify_the_study_or_patient_are_not_shown() -> None:
+    data, study, series = _dicom()
+    sop = pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID
+    files = [
+        InputFile(f"{sop}.dcm", data),  # a PACS export names files by their UIDs
+        InputFile("quixote_alonso_mri.dcm", _dicom()[0]),  # a user names them by the patient
+        InputFile("head.dcm", _dicom()[0]),
+    ]
+    analysis = analyze(files, Settings(report_engine="template"))
+    body = results_json(analysis)
+    images = sorted(body["detection_results"]["images"], key=lambda image: image["file_number"])
+    assert [image["filename"] for image in images] == ["file 1", "file 2", "head.dcm"]
+    assert [image["file_number"] for image in images] == [1, 2, 3]
+    text = json.dumps(body)
+    for secret in (sop, study, series, "quixote", "Quixote"):
+        assert secret not in text
+    assert sop not in repr(analysis)

@@ -16,9 +16,9 @@ from conftest import HELDOUT
 from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding, Measurement, Report
 from mriscribe.detection import Box, Finding, ModelInfo
 from mriscribe.imaging import Slice, decode_raster
-from mriscribe.imaging.geometry import SourceRef
+from mriscribe.imaging.geometry import Plane, SourceRef
 from mriscribe.render.annotate import TIMES, annotated_jpeg
-from mriscribe.render.pdf import render_pdf
+from mriscribe.render.pdf import ORIENTATION_NOTE, render_pdf
 from mriscribe.report.facts import (
     FindingFact,
     ImageFacts,
@@ -475,6 +475,13 @@ def test_lesion_table_with_geometry(series):
     assert "3 Pituitary midline 4 6.0 \u00d7 5.0 mm on image 4 5.0 mm 0.1 ml 60.0%" in table
     assert "Volume: a box-based estimate (mean box area \u00d7 depth), not a segmentation" in table
     assert "about" not in table  # measured spacing: no estimated size
+    # The side rule exactly as the study code applies it.
+    assert (
+        "Side: the patient's, measured from the head's own midline on up to five slices around "
+        "the lesion's largest; stated only when the median distance of its centre from the "
+        "midline is at least 10 mm, no slice puts it more than 3 mm on the other side, and its "
+        "box does not reach more than 5 mm across the midline."
+    ) in table
     # The summary counts lesions, not detections.
     assert "Lesions 3 on images 2-4, 6-7 (6 detections linked across adjacent slices)" in text
     assert "Classes Glioma (1), Meningioma (1), Pituitary (1)" in text
@@ -484,6 +491,8 @@ def test_lesion_table_with_geometry(series):
     assert "Lesion 1: Glioma, left, image 4 Lesion 3: Pituitary, midline, image 4" in keys
     assert "Lesion 2: Meningioma, image 7" in keys
     assert keys.count("Lesion ") == 3
+    # No plane in these slices' sources: no orientation letters, so no word about them.
+    assert "orientation" not in text
     # Every image embedded once: the key images reuse the annotated images' objects.
     streams = image_streams(reader)
     assert sorted(streams.values()) == sorted(image.annotated_jpeg for image in series.images)
@@ -500,6 +509,37 @@ def test_key_images_drawn_when_not_rendered(series):
     # Drawn once per image, shown by both sections.
     streams = image_streams(reader)
     assert sorted(streams.values()) == sorted(image.annotated_jpeg for image in series.images)
+
+
+def test_key_images_lettered_with_the_patient_orientation(series):
+    """Slices whose files state their plane: the images drawn here carry the orientation
+    letters, and the key images say what the letters mean."""
+    planes = [
+        Plane.of((0, 0, n * SLICE_GAP), (-1, 0, 0), (0, 1, 0), SPACING)  # left on the left
+        for n in range(1, len(series.images) + 1)
+    ]
+    images = tuple(
+        replace(
+            image,
+            slice=replace(image.slice, source=replace(image.slice.source, plane=plane)),
+            annotated_jpeg=None,
+        )
+        for image, plane in zip(series.images, planes, strict=True)
+    )
+    reader, pages = read(render_pdf(replace(series, images=images)))
+    text = squash(" ".join(pages))
+    keys = between(text, "Key images", "Detections")
+    assert squash(ORIENTATION_NOTE) in keys
+    assert "L/R" in ORIENTATION_NOTE and "A/P" in ORIENTATION_NOTE and "H/F" in ORIENTATION_NOTE
+    assert text.count("orientation") == 1  # once, with the key images
+    streams = image_streams(reader)
+    expected = [
+        annotated_jpeg(image.slice.pixels, image.findings, plane=plane)
+        for image, plane in zip(series.images, planes, strict=True)
+    ]
+    assert sorted(streams.values()) == sorted(expected)
+    unlettered = {image.annotated_jpeg for image in series.images}
+    assert not unlettered & set(streams.values())
 
 
 def test_lesion_table_without_geometry():

@@ -9,6 +9,7 @@ import re
 import secrets
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -395,7 +396,7 @@ def colin(**options: int) -> list[Slice]:
 def test_a_nifti_volume_is_one_series_spaced_by_its_selected_slices():
     slices = colin()
     [series] = arrange(list(reversed(slices)))
-    assert series.key == ("nifti", "ch2.nii.gz")
+    assert series.key[:2] == ("nifti", "ch2.nii.gz")
     assert len(series.slices) == len(slices) > 2
     indices = [s.source.index for s in series.slices]
     steps = set(np.diff(indices).tolist())
@@ -415,11 +416,29 @@ def test_an_uneven_nifti_selection_gives_no_gap_or_uneven_note():
 
 
 def test_two_nifti_files_of_one_name_are_two_series():
-    slices = colin(nifti_max_slices=4)
-    first, second = arrange(slices + slices)
+    first, second = arrange(colin(nifti_max_slices=4) + colin(nifti_max_slices=4))
     assert first.key != second.key
     assert len(first.slices) == len(second.slices) == 4
     assert first.notes == second.notes == ()
+    # Interleaved slice indices (every 4th slice from 0 and from 2) do not merge two files.
+    image = nib.load(COLIN27)
+    shifted = nib.Nifti1Image(np.asarray(image.dataobj)[:, :, 2:], image.affine)
+    other = decode_file(shifted.to_bytes(), "ch2.nii.gz", Limits(), nifti_step=4)
+    series = arrange(colin(nifti_step=4) + other)
+    assert len(series) == 2 and all(one.notes == () for one in series)
+
+
+@pytest.mark.parametrize("axes", [(1, 2, 0), (0, 2, 1)])
+def test_a_volume_stored_sagittal_or_coronal_is_one_series(axes):
+    """Stored axes other than axial (a sagittal MPRAGE, a coronal T2 from dcm2niix) still give
+    one series of axial slices with positions."""
+    image = nib.load(COLIN27)
+    data = np.transpose(np.asarray(image.dataobj), axes)
+    affine = image.affine[:, [*axes, 3]]
+    stored = nib.Nifti1Image(data, affine)
+    [series] = arrange(decode_file(stored.to_bytes(), "t1.nii", Limits()))
+    assert series.geometry and len(series.slices) > 10
+    assert series.positions is not None and np.all(np.diff(series.positions) > 0)
 
 
 def test_png_images_are_one_image_series_each_in_upload_order_around_the_dicom(tmp_path):

@@ -239,3 +239,44 @@ def test_the_prototype_json_fields_stay_as_they_were(head, settings):
     assert body["summary"]["total_detections"] == sum(
         len(item["detections"]) for item in body["detection_results"]["images"]
     )
+
+
+def test_a_lesion_reaching_across_the_midline_gets_no_side(head, settings):
+    """Centred 16 mm left, but 27 mm wide each way: its box reaches 11 mm into the right."""
+    volume, affine = head
+    painted, mask = add_lesion(volume, affine, (-16.0, -10.0, 15.0), (27.0, 20.0, 15.0))
+    analysis = analyze(_series_files(painted, affine), settings)
+    hits = _on_lesion(analysis, mask, affine)
+    assert hits, "the lesion across the midline was not found"
+    assert all(lesion.side in (None, "midline") for lesion in hits)
+
+
+def test_a_nifti_without_orientation_gets_no_side(head, settings):
+    """Neither qform nor sform: the slices are placed (extent, volume) but which way is left
+    is a guess, so no side; an identity affine is no statement either."""
+    volume, affine, _ = _painted(head)
+    image = nib.Nifti1Image(volume.astype(np.int16), affine)
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    image.header.set_zooms((1.0, 1.0, 1.0))
+    data = InputFile("head.nii", image.to_bytes())
+    analysis = analyze([data], settings)
+    assert analysis.facts.lesions and all(lesion.side is None for lesion in analysis.facts.lesions)
+    assert any(lesion.geometry and lesion.craniocaudal_mm for lesion in analysis.facts.lesions)
+    identity = nib.Nifti1Image(volume.astype(np.int16), np.eye(4))
+    plain = analyze([InputFile("eye.nii", identity.to_bytes())], settings)
+    assert all(lesion.side is None for lesion in plain.facts.lesions)
+
+
+def test_nifti_units_in_metres_measure_the_same_millimetres(head, settings):
+    volume, affine, _ = _painted(head)
+    millimetres = analyze([_nifti(volume, affine)], settings)
+    metres = nib.Nifti1Image(volume.astype(np.int16), np.diag([1e-3, 1e-3, 1e-3, 1]) @ affine)
+    metres.header.set_xyzt_units("meter")
+    in_metres = analyze([InputFile("m.nii", metres.to_bytes())], settings)
+    assert [lesion.craniocaudal_mm for lesion in in_metres.facts.lesions] == pytest.approx(
+        [lesion.craniocaudal_mm for lesion in millimetres.facts.lesions]
+    )
+    assert [lesion.side for lesion in in_metres.facts.lesions] == [
+        lesion.side for lesion in millimetres.facts.lesions
+    ]

@@ -183,7 +183,7 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
         if problem is not None:
             problems.append(problem)
             continue
-        slices.extend(decoded)
+        slices.extend(_placed(decoded, number))
         if len(slices) > limits.max_images:
             problems.append(
                 LimitError("request", f"more than the limit of {limits.max_images} images")
@@ -193,6 +193,21 @@ def decode_inputs(files: Sequence[InputFile | Path], settings: Settings) -> list
         slices.clear()
         raise InputProblemsError(problems)
     return slices
+
+
+def _placed(decoded: list[Slice], number: int) -> list[Slice]:
+    """A file's slices with its place in the upload (``meta['file_number']``, 1-based), and
+    named by that number where the decoder withheld a name that identifies the patient or
+    the study (a DICOM file named by its UIDs or the patient's name)."""
+    placed = []
+    for item in decoded:
+        meta = {**item.meta, "file_number": str(number)}
+        name = item.name
+        if meta.pop("name_withheld", None):
+            frame = meta.get("frame")
+            name = numbered_name(number) + (f" [frame {frame}]" if frame else "")
+        placed.append(replace(item, name=name, meta=meta))
+    return placed
 
 
 def _names(item: InputFile | Path, number: int, by_number: bool) -> tuple[str, str]:
@@ -298,7 +313,14 @@ def analyze(
 
         mark = time.perf_counter()
         images = [
-            replace(image, annotated_jpeg=annotated_jpeg(image.slice.pixels, image.findings))
+            replace(
+                image,
+                annotated_jpeg=annotated_jpeg(
+                    image.slice.pixels,
+                    image.findings,
+                    plane=image.slice.source.plane if image.slice.source else None,
+                ),
+            )
             for image in images
         ]
         timings["annotate"] = _ms_since(mark)

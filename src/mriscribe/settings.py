@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     )
     side_threshold_mm: float = Field(
         default=10.0,
-        ge=0.0,
+        ge=5.0,
         le=50.0,
         description="a lesion is given a side (left, right) only when its centre lies at least "
         "this far from the head's midline",

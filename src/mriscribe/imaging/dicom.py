@@ -102,7 +102,11 @@ _PHOTOMETRICS = frozenset(
     }
 )
 _DEFINED_TERMS = {"Modality": _MODALITIES, "PhotometricInterpretation": _PHOTOMETRICS}
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_UID = re.compile(r"[\x21-\x7e]{1,128}")  # printable, no blanks: grouped as the file states it
+# A file name holding one of its identifying values of at least this many characters is not
+# shown: the slice is named by its number instead (see WITHHELD_NAME).
+NAME_VALUE_CHARACTERS = 4
+WITHHELD_NAME = "DICOM file"
 # The value representations of names, identifiers, free text, URIs, dates, times, ages, UIDs
 # and application entity titles (a station's name): what a decoder's message must never quote.
 _IDENTIFYING_VRS = frozenset(
@@ -194,6 +198,11 @@ def decode_dicom(
     }
     identity = _identity(ds, name)
     patient = seal_dataset(ds)
+    if _name_identifies(name, ds):
+        # PACS exports name files by their UIDs, users by the patient: the slice must not carry
+        # such a name into the JSON or the PDF. The pipeline numbers it instead.
+        name = WITHHELD_NAME
+        meta["name_withheld"] = "1"
     slices = []
     for index, (rgb, (spacing, source)) in enumerate(zip(pixels, spacings, strict=True)):
         frame_meta = dict(meta)
@@ -210,8 +219,8 @@ def decode_dicom(
                     format="DICOM",
                     series_key=identity[:2],
                     plane=_plane(ds, index, spacing),
-                    study_uid=identity[0] or None,
-                    series_uid=identity[1] or None,
+                    study_uid=_uid(ds, "StudyInstanceUID") or None,
+                    series_uid=_uid(ds, "SeriesInstanceUID") or None,
                     sop_instance_uid=identity[2] or None,
                     sop_class_uid=identity[3] or None,
                     frame_of_reference_uid=_uid(ds, "FrameOfReferenceUID") or None,
@@ -226,12 +235,23 @@ def decode_dicom(
 
 
 def _uid(ds: Dataset, keyword: str) -> str:
-    """A UID attribute, or "" when missing or not a well-formed UID."""
+    """A UID attribute as the file states it (anonymisers write UIDs that are not numeric, and
+    files of one series must still group), or "" when missing, not text or implausibly long."""
     try:
         value = str(ds.get(keyword, "") or "").strip(" \x00")
     except Exception:  # a malformed value
         return ""
     return value if _UID.fullmatch(value) else ""
+
+
+def _name_identifies(name: str, ds: Dataset) -> bool:
+    """Whether a file name holds one of the file's identifying values (a UID, a name, an ID, a
+    date: at least NAME_VALUE_CHARACTERS long, in any letter case)."""
+    folded = name.casefold()
+    return any(
+        len(value) >= NAME_VALUE_CHARACTERS and value.casefold() in folded
+        for value in _identifying_values(ds)
+    )
 
 
 def _integer(ds: Dataset, keyword: str) -> int | None:

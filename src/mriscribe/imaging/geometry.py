@@ -11,6 +11,7 @@ DICOM results that must point back at their source.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ import numpy as np
 from mriscribe.imaging.patient import Sealed
 
 Vector = tuple[float, float, float]
+# No scanner's coordinates reach this far (100 m): a larger value is a broken header.
+MAX_COORDINATE_MM = 1e5
 Matrix = tuple[tuple[float, float, float, float], ...]  # 4 x 4, row-major
 
 
@@ -37,12 +40,16 @@ class Plane:
     ``row_direction`` points along a displayed row (the column index increasing) and
     ``column_direction`` down a displayed column (the row index increasing), as DICOM
     ImageOrientationPatient; ``spacing`` is (between rows, between columns) as DICOM PixelSpacing.
+    ``oriented`` is False where the file places the slices but does not say which way the
+    patient lies (a NIfTI file with neither qform nor sform, or an identity affine): such a
+    plane orders slices and measures extent, but no side is ever read from it.
     """
 
     position: Vector
     row_direction: Vector
     column_direction: Vector
     spacing: tuple[float, float]
+    oriented: bool = True
 
     @classmethod
     def of(
@@ -51,16 +58,24 @@ class Plane:
         row_direction: np.ndarray | tuple[float, ...],
         column_direction: np.ndarray | tuple[float, ...],
         spacing: tuple[float, float],
+        oriented: bool = True,
     ) -> Plane:
-        """A plane from any array-likes; directions are normalised (ValueError if degenerate)."""
+        """A plane from any array-likes; directions are normalised. ValueError if degenerate:
+        a position or spacing that is not finite, or beyond any patient (MAX_COORDINATE_MM)."""
         place = tuple(float(v) for v in np.asarray(position, dtype=float).ravel()[:3])
-        if len(place) != 3 or not all(math.isfinite(v) for v in place):
-            raise ValueError("a position needs three finite numbers")
+        if len(place) != 3 or not all(
+            math.isfinite(v) and abs(v) <= MAX_COORDINATE_MM for v in place
+        ):
+            raise ValueError("a position needs three finite numbers within a patient's reach")
+        steps = (float(spacing[0]), float(spacing[1]))
+        if not all(math.isfinite(v) and 0 < v <= MAX_COORDINATE_MM for v in steps):
+            raise ValueError("a pixel spacing must be positive and finite")
         return cls(
             place,  # type: ignore[arg-type]
             _unit(np.asarray(row_direction, dtype=float)),
             _unit(np.asarray(column_direction, dtype=float)),
-            (float(spacing[0]), float(spacing[1])),
+            steps,
+            oriented,
         )
 
     @property
@@ -101,8 +116,8 @@ class SourceRef:
     ``series_key`` groups slices into series: (StudyInstanceUID, SeriesInstanceUID) for DICOM,
     the file for NIfTI, the file and its place in the upload for PNG/JPEG/TIFF (one-image
     series). ``frame`` is the 1-based frame of a multi-frame DICOM file, ``index`` the slice's
-    index along the stored third axis of a NIfTI file (the slice shown is the one through that
-    index; see ``display_to_voxel`` for the rest). ``affine`` (NIfTI's best affine, voxel
+    axial index of a NIfTI slice in the volume turned to RAS+ (``display_to_voxel`` maps every
+    displayed pixel to its stored voxel). ``affine`` (NIfTI's best affine, voxel
     index to RAS+ mm) and ``display_to_voxel`` (display (column, row, 0, 1) to stored voxel
     index (i, j, k, 1)) are kept for NIfTI; ``plane`` holds the same geometry for every format.
     """
@@ -127,6 +142,15 @@ class SourceRef:
         return f"SourceRef(format={self.format!r}, frame={self.frame}, index={self.index})"
 
 
+_decodes = itertools.count(1)
+
+
+def decode_token() -> str:
+    """A token that tells one decode of a file from another (two files of one name in an
+    upload are two series), in the series key of formats without series UIDs."""
+    return f"decode {next(_decodes)}"
+
+
 def as_matrix(array: np.ndarray) -> Matrix:
     return tuple(tuple(float(v) for v in row) for row in np.asarray(array, dtype=float))  # type: ignore[return-value]
 
@@ -136,7 +160,7 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def nifti_plane(
-    canonical_affine: np.ndarray, shape: tuple[int, int, int], k: int
+    canonical_affine: np.ndarray, shape: tuple[int, int, int], k: int, oriented: bool = True
 ) -> tuple[Plane, np.ndarray]:
     """The displayed plane of axial slice ``k`` of a RAS+ volume (see nifti.display_plane:
     display[r, c] = volume[nx - 1 - c, ny - 1 - r, k]), and the matrix from display
@@ -154,4 +178,4 @@ def nifti_plane(
     position = to_lps[:3, 3]
     across, down = to_lps[:3, 0], to_lps[:3, 1]  # per displayed column, per displayed row
     spacing = (float(np.linalg.norm(down)), float(np.linalg.norm(across)))
-    return Plane.of(position, across, down, spacing), display_to_canonical
+    return Plane.of(position, across, down, spacing, oriented), display_to_canonical

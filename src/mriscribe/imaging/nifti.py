@@ -14,7 +14,7 @@ from nibabel.nifti2 import Nifti2Header
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from mriscribe.errors import InputError, LimitError, library_reason
-from mriscribe.imaging.geometry import SourceRef, as_matrix, nifti_plane
+from mriscribe.imaging.geometry import SourceRef, as_matrix, decode_token, nifti_plane
 from mriscribe.imaging.inflate import CHUNK, inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
@@ -122,23 +122,30 @@ def decode_nifti(
     }
     if len(shape) >= 4 and shape[3] > 1:
         meta["volume"] = f"1 of {shape[3]}"
-    # Canonical (RAS+) voxel index -> stored voxel index, and the canonical volume's affine.
+    # Canonical (RAS+) voxel index -> stored voxel index, and the canonical volume's affine in
+    # millimetres (the header may state metres or microns).
     to_stored = inv_ornt_aff(orientation, shape[:3])
-    canonical_affine = affine @ to_stored
+    factor = _UNIT_TO_MM.get(header.get_xyzt_units()[0])
+    canonical_affine = np.diag([factor or 1.0] * 3 + [1.0]) @ affine @ to_stored
+    oriented = _oriented(header, affine)
+    key = ("nifti", name, decode_token())
     slices = []
     for k in chosen:
-        source = SourceRef(format="NIfTI", series_key=("nifti", name), index=k)
-        if spacing:
-            plane, display_to_canonical = nifti_plane(canonical_affine, volume.shape[:3], k)
-            stored_index = round(float((to_stored @ display_to_canonical)[2, 3]))
-            source = SourceRef(
-                format="NIfTI",
-                series_key=("nifti", name),
-                plane=plane,
-                index=stored_index,
-                affine=as_matrix(affine),
-                display_to_voxel=as_matrix(to_stored @ display_to_canonical),
-            )
+        source = SourceRef(format="NIfTI", series_key=key, index=k)
+        if spacing and factor is not None:
+            try:
+                plane, to_canonical = nifti_plane(canonical_affine, volume.shape[:3], k, oriented)
+            except ValueError:  # a degenerate affine: slices without geometry
+                plane, to_canonical = None, None
+            if plane is not None and to_canonical is not None:
+                source = SourceRef(
+                    format="NIfTI",
+                    series_key=key,
+                    plane=plane,
+                    index=k,
+                    affine=as_matrix(affine),
+                    display_to_voxel=as_matrix(to_stored @ to_canonical),
+                )
         slices.append(
             Slice(
                 name=f"{name} [slice {k}]",
@@ -150,6 +157,13 @@ def decode_nifti(
             )
         )
     return slices
+
+
+def _oriented(header: Nifti1Header | Nifti2Header, affine: np.ndarray) -> bool:
+    """Whether the header says which way the patient lies: a qform or sform is set, and it is
+    not the bare identity that tools write when they know nothing of the orientation."""
+    codes = (int(header["qform_code"]), int(header["sform_code"]))
+    return any(code > 0 for code in codes) and not np.allclose(affine, np.eye(4))
 
 
 def display_plane(volume: np.ndarray, k: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import ExifTags, Image, ImageMode, UnidentifiedImageError
 from mriscribe.errors import InputError, LimitError, library_reason
 from mriscribe.imaging.codestream import JPEG_FRAMES
 from mriscribe.imaging.files import read_input_file
-from mriscribe.imaging.geometry import SourceRef
+from mriscribe.imaging.geometry import SourceRef, decode_token
 from mriscribe.imaging.inflate import inflate
 from mriscribe.imaging.limits import DecodeBudget, Limits
 from mriscribe.imaging.slices import Slice
@@ -159,7 +159,7 @@ def decode_raster(
         name=name,
         pixels=pixels,
         meta={"format": kind},
-        source=SourceRef(format=kind, series_key=("file", name)),
+        source=SourceRef(format=kind, series_key=("file", name, decode_token())),
     )
 
 

@@ -1,4 +1,9 @@
-"""Drawing findings onto a slice: class-coloured boxes with readable labels, returned as JPEG."""
+"""Drawing findings onto a slice: class-coloured boxes with readable labels, returned as JPEG.
+
+Where the slice's place in the patient is known, the patient's directions are lettered at the
+middle of each image edge, as radiology viewers do (L/R, A/P, H/F): DICOM images are shown as
+stored, so the patient's left may be on either side of the image.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import io
 import threading
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mriscribe.analysis import MeasuredFinding
+from mriscribe.imaging.geometry import Plane, Vector
 from mriscribe.report.template import class_kind
 
 FONTS = Path(__file__).resolve().parent / "fonts"
@@ -36,6 +43,15 @@ MIN_LONG_SIDE = 512
 # Larger ones are reduced to this: MRI matrices are rarely above 512, and a 4000 px photograph of
 # a film would cost tens of ms to encode and megabytes in every PDF and JSON response.
 MAX_LONG_SIDE = 1024
+
+# Orientation letters: the letter of each LPS axis's negative and positive direction (x to the
+# patient's left, y to the back, z to the head), as DICOM's PatientOrientation spells them.
+AXIS_LETTERS = (("R", "L"), ("A", "P"), ("F", "H"))
+# A direction whose largest component is below this is oblique and gets two letters ("LA").
+OBLIQUE_BELOW = 0.8
+# White with a black outline: legible on dark and bright anatomy alike, and unlike any box colour.
+ORIENTATION_COLOUR: RGB = (255, 255, 255)
+ORIENTATION_OUTLINE: RGB = (0, 0, 0)
 
 _local = threading.local()  # FreeType faces must not be shared between threads
 
@@ -76,12 +92,45 @@ def label_text(item: MeasuredFinding) -> str:
     return f"{text} · {approx}{item.size.width_mm:.0f}{TIMES}{item.size.height_mm:.0f} mm"
 
 
-def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.Image:
+def direction_letters(direction: Vector | Sequence[float]) -> str:
+    """The patient direction of an LPS vector as DICOM's PatientOrientation spells it: the letter
+    of its largest axis ("L", "R", "A", "P", "H" or "F"), followed by the second largest's where
+    the direction is oblique (largest component below OBLIQUE_BELOW of its length), e.g. "LA".
+    Empty for a zero or non-finite vector."""
+    vector = np.asarray(direction, dtype=float).ravel()[:3]
+    norm = float(np.linalg.norm(vector)) if vector.size == 3 else 0.0
+    if not np.isfinite(norm) or norm < 1e-9:
+        return ""
+    vector = vector / norm
+    order = sorted(range(3), key=lambda axis: -abs(vector[axis]))  # stable: x before y before z
+    letters = [AXIS_LETTERS[axis][int(vector[axis] > 0)] for axis in order[:2]]
+    return letters[0] if abs(vector[order[0]]) >= OBLIQUE_BELOW else letters[0] + letters[1]
+
+
+def orientation_letters(plane: Plane) -> dict[str, str]:
+    """The patient direction at the middle of each edge of a slice displayed as ``plane`` says:
+    the right edge is where the row direction points, the bottom where the column direction
+    points, the left and top edges the opposite ways. Keys "left", "right", "top", "bottom"."""
+    row = np.asarray(plane.row_direction, dtype=float)
+    column = np.asarray(plane.column_direction, dtype=float)
+    return {
+        "left": direction_letters(-row),
+        "right": direction_letters(row),
+        "top": direction_letters(-column),
+        "bottom": direction_letters(column),
+    }
+
+
+def annotate(
+    pixels: np.ndarray, findings: Sequence[MeasuredFinding], *, plane: Plane | None = None
+) -> Image.Image:
     """An RGB image of ``pixels`` with each finding's box and label drawn on it.
 
     The slice is first resized (bicubic) so that its long side is between MIN_LONG_SIDE and
     MAX_LONG_SIDE pixels; boxes are scaled with it. Tumours are drawn over the no-tumour class,
-    and the most confident finding on top.
+    and the most confident finding on top. With ``plane`` (the slice's place in the patient),
+    the patient's directions are lettered at the middle of each edge (see orientation_letters);
+    labels avoid the letters where they can and are drawn over them where they cannot.
     """
     image = _to_image(pixels)
     scale = 1.0
@@ -93,12 +142,16 @@ def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.I
     if scale != 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    draw = ImageDraw.Draw(image)
+    # Letters only where the file says which way the patient lies (never a guessed plane).
+    oriented = plane is not None and plane.oriented
+    marks = _orientation_marks(draw, image.size, plane) if plane is not None and oriented else []
     if not findings:
+        _draw_marks(draw, marks)
         return image
     long_side = max(image.size)
     line = max(2, round(long_side / 200))
     font_size = max(12, round(long_side / 32))
-    draw = ImageDraw.Draw(image)
 
     def priority(item: MeasuredFinding) -> tuple[bool, float]:
         return class_kind(item.finding.class_name) != "negative", item.finding.confidence
@@ -106,7 +159,7 @@ def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.I
     # Labels are placed most important first (it gets the best spot), drawn least first.
     ordered = sorted(findings, key=priority, reverse=True)
     boxes = [_scaled_box(item, scale, image.size) for item in ordered]
-    placed: list[tuple[int, int, int, int]] = []
+    placed: list[tuple[int, int, int, int]] = [mark.rect for mark in marks]
     labels: list[tuple[str, ImageFont.FreeTypeFont, tuple[int, int, int, int]]] = []
     for item, box in zip(ordered, boxes, strict=True):
         text = label_text(item)
@@ -121,6 +174,7 @@ def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.I
             _dashed_rectangle(draw, box, colour, max(1, line // 2), dash=4 * line)
         else:
             draw.rectangle(box, outline=colour, width=line)
+    _draw_marks(draw, marks)
     for item, (text, font, rect) in reversed(list(zip(ordered, labels, strict=True))):
         colour = class_colour(item.finding.class_name)
         draw.rectangle(rect, fill=colour)
@@ -130,13 +184,73 @@ def annotate(pixels: np.ndarray, findings: Sequence[MeasuredFinding]) -> Image.I
 
 
 def annotated_jpeg(
-    pixels: np.ndarray, findings: Sequence[MeasuredFinding], quality: int = 90
+    pixels: np.ndarray,
+    findings: Sequence[MeasuredFinding],
+    quality: int = 90,
+    *,
+    plane: Plane | None = None,
 ) -> bytes:
     """``annotate`` encoded as a baseline JPEG (no chroma subsampling: keeps thin coloured lines
-    and small label text crisp)."""
+    and small label text crisp); with ``plane``, orientation letters at the image edges."""
     buffer = io.BytesIO()
-    annotate(pixels, findings).save(buffer, format="JPEG", quality=quality, subsampling=0)
+    image = annotate(pixels, findings, plane=plane)
+    image.save(buffer, format="JPEG", quality=quality, subsampling=0)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """One orientation letter (or pair) placed on the image: ``rect`` is its inked extent,
+    outline included, as (x1, y1, x2, y2)."""
+
+    text: str
+    font: ImageFont.FreeTypeFont
+    xy: tuple[int, int]
+    anchor: str
+    stroke: int
+    rect: tuple[int, int, int, int]
+
+
+def _orientation_marks(
+    draw: ImageDraw.ImageDraw, size: tuple[int, int], plane: Plane
+) -> list[_Mark]:
+    """Where the orientation letters go: centred on each edge, a small margin inside it, in a
+    bold font scaled with the image (about a 30th of its long side)."""
+    width, height = size
+    font_size = max(14, round(max(size) / 30))
+    font = _font(font_size)
+    stroke = max(1, round(font_size / 9))
+    margin = stroke + max(2, round(font_size / 5))
+    places = {
+        "left": ((margin, height // 2), "lm"),
+        "right": ((width - 1 - margin, height // 2), "rm"),
+        "top": ((width // 2, margin), "mt"),
+        "bottom": ((width // 2, height - 1 - margin), "mb"),
+    }
+    marks = []
+    for edge, text in orientation_letters(plane).items():
+        if not text:
+            continue
+        xy, anchor = places[edge]
+        left, top, right, bottom = draw.textbbox(
+            xy, text, font=font, anchor=anchor, stroke_width=stroke
+        )
+        rect = (int(left), int(top), int(right), int(bottom))
+        marks.append(_Mark(text, font, xy, anchor, stroke, rect))
+    return marks
+
+
+def _draw_marks(draw: ImageDraw.ImageDraw, marks: Sequence[_Mark]) -> None:
+    for mark in marks:
+        draw.text(
+            mark.xy,
+            mark.text,
+            font=mark.font,
+            anchor=mark.anchor,
+            fill=ORIENTATION_COLOUR,
+            stroke_width=mark.stroke,
+            stroke_fill=ORIENTATION_OUTLINE,
+        )
 
 
 def _to_image(pixels: np.ndarray) -> Image.Image:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from fpdf import FPDF
 
 from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding
+from mriscribe.imaging.geometry import Plane
 from mriscribe.render.annotate import FONTS, TIMES, annotated_jpeg, class_colour
 from mriscribe.report.facts import LesionFact
 from mriscribe.report.wording import (
@@ -76,6 +77,11 @@ LESION_COLUMNS = (
 )
 LESION_CLASS_COLUMN = 1
 TABLE_LINE = 3.9  # mm per line of a wrapped table cell
+# Under the key images: what the letters drawn at the image edges (render/annotate.py) mean.
+ORIENTATION_NOTE = (
+    "Letters at the image edges give the patient's orientation: L/R left/right, "
+    "A/P anterior/posterior, H/F head/feet."
+)
 NO_VALUE = "-"  # extent, volume or side where the series has no slice positions
 NBSP = "\u00a0"  # keeps a size, or "on image N", on one line of a wrapped cell
 SWATCH = 3.2  # mm a class's colour swatch takes from its cell
@@ -162,14 +168,23 @@ def _lesion_note(lesions: Sequence[LesionFact], side_threshold_mm: float) -> str
         note += (
             " Extent: craniocaudal, from the positions of the lesion's slices plus one slice "
             f"spacing. Volume: a box-based estimate (mean box area {TIMES} depth), not a "
-            "segmentation. Side: the patient's, from the head's own midline, stated only when "
-            f"the lesion's centre lies at least {side_threshold_mm:g} mm from it on every slice."
+            "segmentation. Side: the patient's, measured from the head's own midline on up to "
+            "five slices around the lesion's largest; stated only when the median distance of "
+            f"its centre from the midline is at least {side_threshold_mm:g} mm, no slice puts "
+            "it more than 3 mm on the other side, and its box does not reach more than 5 mm "
+            "across the midline."
         )
     if any(not lesion.geometry for lesion in lesions):
         note += f" {NO_VALUE}: no slice positions in the series, so each detection is a lesion."
     if any(lesion.largest.size_estimated for lesion in lesions):
         note += " about: estimated from the default pixel spacing (the file states none)."
     return note
+
+
+def _plane(image: ImageResult) -> Plane | None:
+    """The displayed slice's place in the patient, where its file states one."""
+    source = image.slice.source
+    return source.plane if source is not None else None
 
 
 def _key_caption(lesion: LesionFact) -> str:
@@ -608,7 +623,10 @@ class _Layout:
             )
             for number, texts in captions.items()
         ]
-        self.image_grid("Key images", entries)
+        # DICOM images are shown as stored, so the patient's left may be on either side: the
+        # letters drawn at the edges of every image with a known plane say which.
+        note = ORIENTATION_NOTE if any(_plane(image) for image, _ in entries) else None
+        self.image_grid("Key images", entries, note=note)
 
     def column_width(self) -> float:
         """The width of one column of images, in mm."""
@@ -619,7 +637,9 @@ class _Layout:
         if image.annotated_jpeg:
             return image.annotated_jpeg
         if image.number not in self._drawn:
-            self._drawn[image.number] = annotated_jpeg(image.slice.pixels, image.findings)
+            self._drawn[image.number] = annotated_jpeg(
+                image.slice.pixels, image.findings, plane=_plane(image)
+            )
         return self._drawn[image.number]
 
     def images(self) -> None:
@@ -628,18 +648,30 @@ class _Layout:
         self.image_grid("Annotated images", entries)
 
     def image_grid(
-        self, title: str, entries: Sequence[tuple[ImageResult, list[tuple[str, bool]]]]
+        self,
+        title: str,
+        entries: Sequence[tuple[ImageResult, list[tuple[str, bool]]]],
+        note: str | None = None,
     ) -> None:
-        """Images in columns, each over its (text, bold) lines, under ``title``; no heading
-        where there is no image."""
+        """Images in columns, each over its (text, bold) lines, under ``title`` and ``note`` (a
+        small grey line); no heading where there is no image."""
         column_width = self.column_width()
+        note_size = 7.5
+        self.font(note_size)
+        note_lines = self.wrap(self.clean(note), self.pdf.epw) if note else []
+        note_height = (LINE * note_size / BODY_PT) * len(note_lines) + (1 if note_lines else 0)
         for start in range(0, len(entries), IMAGE_COLUMNS):
             row = entries[start : start + IMAGE_COLUMNS]
             sizes = [self.image_size(image, column_width) for image, _ in row]
             text_height = max(LINE * 0.9 * len(lines) for _, lines in row)
             row_height = max(height for _, height in sizes) + 2 + text_height
             if start == 0:
-                self.heading(title, keep=row_height)
+                self.heading(title, keep=row_height + note_height)
+                if note:
+                    self.pdf.set_text_color(*GREY)
+                    self.paragraph(note, size=note_size)
+                    self.pdf.set_text_color(0)
+                    self.pdf.ln(1)
             if self.pdf.will_page_break(row_height):
                 self.pdf.add_page()
             top = self.pdf.y

@@ -87,6 +87,12 @@ def _series_json(series: SeriesFacts) -> dict[str, Any]:
     }
 
 
+def _file_number(image: ImageResult) -> int | None:
+    """Which uploaded file (1-based, in upload order) the image came from."""
+    number = image.slice.meta.get("file_number", "")
+    return int(number) if number.isdigit() else None
+
+
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -101,6 +107,7 @@ def _image_json(image: ImageResult, annotated: bool) -> dict[str, Any]:
         "pixel_spacing_mm": [round(v, 4) for v in image.spacing_mm],
         "spacing_source": image.spacing_source,
         "spacing_estimated": image.spacing_estimated,
+        "file_number": _file_number(image),
         "series": image.series,
         "position_mm": _rounded(image.position_mm, 2),
         "detections": [

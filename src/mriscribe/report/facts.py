@@ -100,6 +100,7 @@ class SeriesFacts:
     spacing_mm: float | None = None
     notes: tuple[str, ...] = ()
     dropped: int = 0
+    study: int | None = None  # which DICOM study of the upload (1-based), None for others
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,11 @@ class StudyFacts:
     lesions: tuple[LesionFact, ...] = ()
     series: tuple[SeriesFacts, ...] = ()
     side_threshold_mm: float = 10.0
+
+    @property
+    def study_count(self) -> int:
+        """How many DICOM studies the upload held (0 without DICOM)."""
+        return len({series.study for series in self.series if series.study is not None})
 
     @property
     def geometry(self) -> bool:

@@ -58,6 +58,7 @@ SLOT_TYPES = {
     "side": r"(?:, (?:left|right|midline))?",
     "extent": rf"{_NUMBER} mm",
     "volume": rf"{_NUMBER} ml",
+    "series_count": r"\d+",
     # Flags: an empty slot that admits the alternative it stands in.
     "one": "",
     "several": "",
@@ -106,6 +107,11 @@ LESION = _form(
 _WHERE = (
     "[on the image{one}|on all {total} images ({images}){all}|"
     "on {positive_count} of {total} images ({images})]"
+)
+PER_SERIES = _form(
+    "lesions counted per series",
+    "Lesions are counted in each series on its own ({series_count} series with lesions): a "
+    "tumour seen in more than one series is counted once in each.",
 )
 NONE_ANALYSED = _form("no images", "No images were analysed.")
 NO_RESULT = _form("no result", "No images were analysed; no result.")
@@ -176,13 +182,14 @@ FORMS: tuple[Form, ...] = (
     FINDING, LESION, MORE, NEGATIVE_IMAGES, EMPTY_IMAGES, POSITIVE, NEGATIVE, CAVEAT, INDETERMINATE,
     NONE_ANALYSED, NO_RESULT, DETECTIONS, NO_DETECTIONS, LISTED, CONFLICT, LISTED_NEGATIVE,
     LISTED_EMPTY, DETECTED, LARGEST, MIXED, NOT_DETECTED_ON, EMPTY_STATED, NEGATIVE_STATED,
-    INDETERMINATE_MIXED, INDETERMINATE_EMPTY,
+    INDETERMINATE_MIXED, INDETERMINATE_EMPTY, PER_SERIES,
 )  # fmt: skip
 
 RESULT = "result"  # what an impression sentence covers
 NEGATIVES = "negative images"  # the images classified as no tumour are stated
 EMPTY = "images without a detection"  # the images with no detection are stated
 CAVEAT_KEY = "caveat"  # a negative result's caveat is stated
+PER_SERIES_KEY = "per series"  # lesions of several series: how they are counted is stated
 
 
 def lesion_key(lesion: LesionFact) -> str:
@@ -296,6 +303,19 @@ def empty_images(facts: StudyFacts) -> Bound:
     return Bound(EMPTY_IMAGES, binding, frozenset({EMPTY}))
 
 
+def _series_with_lesions(facts: StudyFacts) -> int:
+    return len({lesion.series for lesion in facts.lesions})
+
+
+def per_series(facts: StudyFacts) -> Bound | None:
+    """How lesions are counted, where they come from more than one series (an axial and a
+    coronal series of one head show one tumour twice): None otherwise."""
+    count = _series_with_lesions(facts)
+    if count < 2:
+        return None
+    return Bound(PER_SERIES, {"series_count": (str(count),)}, frozenset({PER_SERIES_KEY}))
+
+
 def result(facts: StudyFacts) -> tuple[Bound, ...]:
     """A language model's IMPRESSION: the result, with its caveat where it is not positive."""
     covers = frozenset({RESULT})
@@ -303,7 +323,8 @@ def result(facts: StudyFacts) -> tuple[Bound, ...]:
     if outcome == "positive":
         counts = facts.lesion_counts
         binding = {"counts": tuple(dict.fromkeys((_counts(counts, False), _counts(counts, True))))}
-        return (Bound(POSITIVE, binding, covers),)
+        counted = per_series(facts)
+        return (Bound(POSITIVE, binding, covers), *((counted,) if counted else ()))
     if outcome == "negative":
         return Bound(NEGATIVE, {}, covers | {NEGATIVES}), Bound(CAVEAT, {}, frozenset({CAVEAT_KEY}))
     empty = images_phrase(facts.unremarkable_images)
@@ -387,11 +408,15 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
             **_where(facts),
         }
         bound = [Bound(DETECTED, binding, covers)]
-        lesion = facts.largest_lesion
-        if lesion is not None:
-            largest = lesion.largest
+        counted = per_series(facts)
+        if counted is not None:
+            bound.append(counted)
+        # The largest detection, with the class its own image shows (a lesion's slices may
+        # disagree: the MIXED sentence then says so).
+        largest = facts.largest
+        if largest is not None:
             binding = {
-                "class_name": (lesion.class_name,),
+                "class_name": (largest.class_name,),
                 "image": (str(largest.image_number),),
                 "size": (size_text(largest),),
                 "longest": (f"{largest.max_diameter_mm:.1f} mm",),
@@ -399,8 +424,8 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
                 **_flag(largest.size_estimated, "estimated", "measured"),
             }
             bound.append(Bound(LARGEST, binding))
-        if len(facts.lesion_counts) > 1:
-            bound.append(Bound(MIXED, {"classes": (", ".join(facts.lesion_counts),)}))
+        if len(facts.classes_detected) > 1:
+            bound.append(Bound(MIXED, {"classes": (", ".join(facts.classes_detected),)}))
         if negatives:
             binding = {"images": (images_phrase(negatives),)}
             bound.append(Bound(NOT_DETECTED_ON, binding, frozenset({NEGATIVES})))
@@ -446,6 +471,8 @@ def required(facts: StudyFacts) -> dict[str, str]:
         needed[EMPTY] = "the images without a detection"
     if study_result(facts) == "negative":
         needed[CAVEAT_KEY] = "that an automated negative result does not exclude a tumour"
+    if per_series(facts) is not None:
+        needed[PER_SERIES_KEY] = "that lesions are counted in each series on its own"
     return needed
 
 

@@ -79,10 +79,12 @@ def _examination(facts: StudyFacts) -> str:
         return "Brain MRI: no images were analysed."
     if facts.geometry:
         series = len(facts.series)
+        studies = facts.study_count
+        source = f" from {studies} studies (reported together)" if studies > 1 else ""
         return (
             f"Brain MRI: {count} image{'s' if count != 1 else ''} (2-D slices) in {series} "
-            f"series, each slice analysed by an automated tumour detector; detections on "
-            "adjacent slices of a series are linked into lesions."
+            f"series{source}, each slice analysed by an automated tumour detector; detections "
+            "on adjacent slices of a series are linked into lesions."
         )
     if count == 1:
         return "Brain MRI: 1 image (2-D slice) analysed by an automated tumour detector."
@@ -135,7 +137,8 @@ def _series_lines(facts: StudyFacts) -> list[str]:
     extent, volume and side are measured."""
     lines = []
     for series in facts.series:
-        what = f"Series {series.number} ({series.format or 'unknown format'}): "
+        study = f", study {series.study}" if facts.study_count > 1 and series.study else ""
+        what = f"Series {series.number} ({series.format or 'unknown format'}{study}): "
         what += images_phrase(series.images)
         if series.spacing_mm is not None:
             what += f", slice spacing {series.spacing_mm:.1f} mm from the slice positions"
@@ -150,8 +153,10 @@ def _series_lines(facts: StudyFacts) -> list[str]:
     lines.append(
         "Craniocaudal extent: from the positions of a lesion's slices plus one slice spacing. "
         "Volume: a box-based estimate (mean box area x depth), not a segmentation. Side: the "
-        "patient's, from the head's own midline on each slice, stated only when the lesion's "
-        f"centre lies at least {facts.side_threshold_mm:g} mm from it on every slice."
+        "patient's, measured from the head's own midline on up to five slices around the "
+        "lesion's largest; stated only when the median distance of its centre from the midline "
+        f"is at least {facts.side_threshold_mm:g} mm, no slice puts it more than 3 mm on the "
+        "other side, and its box does not reach more than 5 mm across the midline."
     )
     return lines
 
@@ -166,7 +171,7 @@ def _impression(facts: StudyFacts) -> str:
 
 def _recommendations(facts: StudyFacts) -> str:
     lines: list[str] = []
-    for name in facts.lesion_counts:
+    for name in facts.classes_detected:
         kind = class_kind(name)
         note = _NOTES.get(kind or "", _GENERIC_NOTE)
         lines.append(f"{name}: {note}.")

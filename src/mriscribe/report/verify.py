@@ -62,6 +62,7 @@ _SLOT_WORDS = {
     "side": "a side",
     "extent": "an extent",
     "volume": "a volume",
+    "series_count": "a series count",
 }
 
 

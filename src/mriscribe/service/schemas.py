@@ -111,6 +111,11 @@ class ImageResult(_Body):
     pixel_spacing_mm: list[float]
     spacing_source: str
     spacing_estimated: bool
+    file_number: int | None = Field(
+        description="the uploaded file it came from (1-based, upload order): images are "
+        "numbered series by series in anatomical order, which for DICOM need not be the "
+        "order the files were sent in"
+    )
     series: int = Field(description="the series the image belongs to (1-based, see 'series')")
     position_mm: float | None = Field(
         description="the slice's position along its series' slice normal; null without geometry"

@@ -64,6 +64,7 @@ def study_facts(
         )
 
     described: list[SeriesFacts] = []
+    studies: dict[str, int] = {}  # DICOM study UID -> its number in the upload
     start = 0
     for number, one in enumerate(series, start=1):
         count = len(one.slices)
@@ -88,6 +89,9 @@ def study_facts(
             positions = tuple(by_level[level] for level in range(max(by_level) + 1))
         placements.append(SeriesPlacement(number, tuple(placed), positions, one.spacing_mm))
         first = images[start].number if count else 0
+        uids = (item.source.study_uid for item in one.slices if item.source is not None)
+        uid = next((value for value in uids if value), None)
+        study = studies.setdefault(uid, len(studies) + 1) if uid is not None else None
         described.append(
             SeriesFacts(
                 number=number,
@@ -96,6 +100,7 @@ def study_facts(
                 spacing_mm=one.spacing_mm if one.geometry else None,
                 notes=tuple(note.text(first) for note in one.notes),
                 dropped=one.dropped,
+                study=study,
             )
         )
         start += count

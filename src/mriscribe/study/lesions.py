@@ -10,6 +10,7 @@ Without slice positions, every detection is its own lesion and has no extent, vo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -93,12 +94,17 @@ def _clusters(detections: Sequence[Placed]) -> list[list[Placed]]:
         return index
 
     boxes = [_box_mm(placed) for placed in detections]
-    for a in range(len(detections)):
-        for b in range(a + 1, len(detections)):
-            if abs(detections[a].level - detections[b].level) > MAX_LEVEL_STEP:
-                continue
-            if _overlap(boxes[a], boxes[b]) >= MIN_OVERLAP:
-                parent[root(a)] = root(b)
+    by_level: dict[int, list[int]] = {}
+    for index, placed in enumerate(detections):
+        by_level.setdefault(placed.level, []).append(index)
+    # Only detections on nearby levels are compared: linear in the slices, not quadratic.
+    for level, members in by_level.items():
+        for step in range(MAX_LEVEL_STEP + 1):
+            for a in members:
+                for b in by_level.get(level + step, ()):
+                    same_pair = step == 0 and b <= a  # each pair on one level once
+                    if not same_pair and _overlap(boxes[a], boxes[b]) >= MIN_OVERLAP:
+                        parent[root(a)] = root(b)
     groups: dict[int, list[Placed]] = {}
     for index, placed in enumerate(detections):
         groups.setdefault(root(index), []).append(placed)
@@ -180,6 +186,8 @@ def _lesion(
             readings = [read_side(placed) for placed in nearest[:SIDE_SLICES]]
             known = [reading for reading in readings if reading is not None]
             side = lesion_side(known, threshold) if known else None
+    if extent is not None and not (math.isfinite(extent) and math.isfinite(volume or 0.0)):
+        extent = volume = None  # a broken geometry measures nothing
     return LesionFact(
         id=0,
         class_name=class_name,

@@ -106,6 +106,9 @@ class Series:
     notes: tuple[SeriesNote, ...]
     dropped: int = 0
 
+    def __repr__(self) -> str:  # the key holds UIDs: never in a log line or a traceback
+        return f"Series({len(self.slices)} slices, spacing_mm={self.spacing_mm})"
+
     @property
     def geometry(self) -> bool:
         """Whether every slice has a position along the normal (a single slice with a plane
@@ -137,8 +140,9 @@ def arrange(slices: Sequence[Slice]) -> list[Series]:
     dicom: dict[tuple[str, ...], list[Slice]] = {}
     # NIfTI and raster series in upload order: (key, slices, whether NIfTI).
     others: list[tuple[tuple[str, ...], list[Slice], bool]] = []
-    # Per NIfTI key: the current file's slices, its slice indices and how many files so far.
-    nifti: dict[tuple[str, ...], tuple[list[Slice], set[int], int]] = {}
+    # Each NIfTI file's slices, by its key (which names the decode, so two files of one name
+    # are two series).
+    nifti: dict[tuple[str, ...], list[Slice]] = {}
     dicom_place: int | None = None  # where the DICOM series stand among the others
     for place, one in enumerate(slices):
         source = one.source
@@ -151,18 +155,11 @@ def arrange(slices: Sequence[Slice]) -> list[Series]:
         elif source.format == "DICOM":
             dicom.setdefault(source.series_key, []).append(one)
         else:
-            # A NIfTI series is one file; a slice index seen again starts the next file of the
-            # same name (a decoder gives one file's slices together).
-            current = nifti.get(source.series_key)
-            if current is None or (source.index is not None and source.index in current[1]):
-                files = current[2] + 1 if current is not None else 1
-                current = ([], set(), files)
-                nifti[source.series_key] = current
-                key = source.series_key if files == 1 else (*source.series_key, str(files))
-                others.append((key, current[0], True))
-            current[0].append(one)
-            if source.index is not None:
-                current[1].add(source.index)
+            members = nifti.get(source.series_key)
+            if members is None:
+                members = nifti[source.series_key] = []
+                others.append((source.series_key, members, True))
+            members.append(one)
     arranged: list[Series] = []
     for index, (key, members, is_nifti) in enumerate([*others, ((), [], False)]):
         if index == dicom_place:

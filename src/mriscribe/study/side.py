@@ -66,6 +66,8 @@ MAX_SCATTER_MM = 3.0
 LR_AXIS_MIN = 0.8
 # A lesion's slices disagree when one of them puts its centre this far on the other side.
 OPPOSITE_TOLERANCE_MM = 3.0
+# A box whose far edge lies more than this across the midline is in both halves of the head.
+CROSSING_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,13 @@ class SideReading:
     """A lesion's side as read on one slice: ``offset_mm`` is the patient left-right distance
     (mm) from the midline to the lesion's centre, positive to the patient's left, or None
     without a midline; ``side`` is left/right when that distance reaches the threshold,
-    "midline" when it does not and the box straddles the midline, else None."""
+    "midline" when it does not and the box straddles the midline, else None. ``crosses``: the
+    box reaches more than CROSSING_MM across the midline (its far edge on the other side), so
+    the lesion lies in both halves and is never given one side."""
 
     offset_mm: float | None
     side: Side | None
+    crosses: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ def side_on_slice(
     left-right axis lie on opposite sides of the midline; anything else, or no trusted midline,
     is no side.
     """
+    if not plane.oriented:  # the file places the slice but does not say which way is left
+        return SideReading(None, None)
     across, down = np.asarray(plane.row_direction), np.asarray(plane.column_direction)
     x1, y1, x2, y2 = (float(v) for v in box)
     if abs(across[0]) >= LR_AXIS_MIN:
@@ -236,6 +243,14 @@ def side_on_slice(
     else:
         centre, foot = plane.point(centre_row, centre_across), plane.point(centre_row, on_line)
     offset = float(centre[0] - foot[0])
+    if transposed:
+        edges = [plane.point(edge, centre_row)[0] - foot[0] for edge in (lo, hi)]
+    else:
+        edges = [plane.point(centre_row, edge)[0] - foot[0] for edge in (lo, hi)]
+    near, far = sorted(edges, key=lambda edge: -np.sign(offset) * edge)
+    crosses = bool(near * far < 0 and min(abs(near), abs(far)) > CROSSING_MM)
+    if crosses:
+        return SideReading(offset, "midline" if abs(offset) < threshold_mm else None, True)
     if abs(offset) >= threshold_mm:
         return SideReading(offset, "left" if offset > 0 else "right")
     if lo < on_line < hi:
@@ -250,13 +265,17 @@ def lesion_side(readings: Sequence[SideReading], threshold_mm: float = 10.0) -> 
     OPPOSITE_TOLERANCE_MM (3 mm) on the other side, and the median offset is at least
     ``threshold_mm`` from the midline, on that side. "midline": the median |offset| is below
     the threshold and more than half of the readings with an offset say "midline". Otherwise
-    (readings that disagree, a lesion near but not across the midline, no offsets): None.
+    (readings that disagree, a box reaching across the midline on any slice read while its
+    centre is off it, a lesion near but not across the midline, no offsets): None.
     """
     offsets = np.asarray([r.offset_mm for r in readings if r.offset_mm is not None], dtype=float)
     if offsets.size == 0 or not np.all(np.isfinite(offsets)):
         return None
     median = float(np.median(offsets))
+    crossing = any(r.crosses for r in readings)
     if abs(median) >= threshold_mm:
+        if crossing:  # in both halves of the head on some slice: no one side
+            return None
         sign = 1.0 if median > 0 else -1.0
         if np.any(sign * offsets < -OPPOSITE_TOLERANCE_MM):
             return None
