@@ -23,6 +23,7 @@ from pydicom.uid import (
 )
 
 from conftest import encode
+from dicom_files import to_bytes
 from mriscribe.errors import InputError, LimitError
 from mriscribe.imaging import dicom
 from mriscribe.imaging.dicom import _reason, decode_dicom
@@ -43,14 +44,6 @@ def dataset(name: str) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return pydicom.dcmread(path_of(name))
-
-
-def to_bytes(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def decode(data: bytes, name: str = "scan.dcm", limits: Limits = LIMITS):

@@ -7,30 +7,16 @@ import warnings
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicom_files import dataset, to_bytes
 from mriscribe.errors import InputError, UnsupportedFormatError
 from mriscribe.imaging import dicom
 from mriscribe.imaging.dicom import _reason, decode_dicom
 from mriscribe.imaging.limits import Limits
-
-
-def dataset(name: str = "MR_small.dcm") -> Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return pydicom.dcmread(get_testdata_file(name, download=False))
-
-
-def to_bytes(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def read(ds: Dataset) -> Dataset:

@@ -1,37 +1,20 @@
 """DICOM grey levels through pydicom's own VOI LUT: the window functions (LINEAR, LINEAR_EXACT,
 SIGMOID), VOI LUT Sequence tables, per-frame VOIs, and what happens to a VOI that is unusable."""
 
-import io
-import warnings
 
 import numpy as np
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian
 
+from dicom_files import dataset, to_bytes
 from mriscribe.imaging import dicom
 from mriscribe.imaging.dicom import decode_dicom
 from mriscribe.imaging.limits import Limits
 
 CENTRE, WIDTH = 900, 700
-
-
-def dataset(name: str = "MR_small.dcm") -> Dataset:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return pydicom.dcmread(get_testdata_file(name, download=False))
-
-
-def to_bytes(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def greys(ds: Dataset) -> list[np.ndarray]:

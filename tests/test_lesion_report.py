@@ -116,6 +116,15 @@ def test_classes_that_disagree_across_a_lesion_are_not_hidden() -> None:
         "Lesion size: Meningioma on image 5" in impression
     )
     assert verify_report(split_sections(report.text), facts, detector="m").accepted
+    # Without the sentence, the report hides the disagreement: refused.
+    impression = "\n".join(
+        line for line in impression.splitlines() if not line.startswith("More than one")
+    )
+    verdict = verify_report({**report.sections, "IMPRESSION": impression}, facts, detector="m")
+    assert not verdict.accepted
+    # The model's impression line must carry it as well.
+    _, lines = fact_lines(facts)
+    assert all("More than one tumour class" in answer for answer in lines[-1].constraint.answers)
 
 
 def test_lesions_of_two_series_say_how_they_are_counted() -> None:

@@ -116,3 +116,29 @@ def test_file_names_that_identify_the_study_or_patient_are_not_shown() -> None:
     for secret in (sop, study, series, "quixote", "Quixote"):
         assert secret not in text
     assert sop not in repr(analysis)
+
+
+@pytest.mark.parametrize(
+    ("patient", "name", "withheld"),
+    [
+        ("Doe^Jo", "doe_jo_t1.dcm", True),
+        ("Doe^Jo", "DoeJo.dcm", True),
+        ("Kim^Min", "KIM_MIN_001.dcm", True),
+        ("Li^Wu", "li wu.dcm", True),
+        ("Li^Wu", "wu-li.dcm", True),
+        ("Quixote^Alonso", "alonso-scan.dcm", True),
+        ("Li^Wu", "t1_axial.dcm", False),
+        ("Li^Wu", "head.dcm", False),
+        ("Li^Wu", "IM0001", False),
+        ("Li^Wu", "siemens_t1.dcm", False),
+    ],
+)
+def test_which_file_names_are_withheld(patient: str, name: str, withheld: bool) -> None:
+    ds = pydicom.dcmread(io.BytesIO(_dicom()[0]))
+    ds.PatientName = patient
+    ds.SeriesDescription, ds.StudyDescription = "t1_axial", "HEAD^BRAIN"
+    ds.Manufacturer = "SIEMENS"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    (one,) = decode_file(buffer.getvalue(), name, Limits())
+    assert (one.name != name) == withheld

@@ -102,11 +102,20 @@ _PHOTOMETRICS = frozenset(
     }
 )
 _DEFINED_TERMS = {"Modality": _MODALITIES, "PhotometricInterpretation": _PHOTOMETRICS}
-_UID = re.compile(r"[\x21-\x7e]{1,128}")  # printable, no blanks: grouped as the file states it
+_UID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?")  # grouped as stated
 # A file name holding one of its identifying values of at least this many characters is not
 # shown: the slice is named by its number instead (see WITHHELD_NAME).
 NAME_VALUE_CHARACTERS = 4
 WITHHELD_NAME = "DICOM file"
+_NAME_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_NAME_VALUES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "OtherPatientIDs",
+    "StudyDate",
+)
 # The value representations of names, identifiers, free text, URIs, dates, times, ages, UIDs
 # and application entity titles (a station's name): what a decoder's message must never quote.
 _IDENTIFYING_VRS = frozenset(
@@ -245,13 +254,36 @@ def _uid(ds: Dataset, keyword: str) -> str:
 
 
 def _name_identifies(name: str, ds: Dataset) -> bool:
-    """Whether a file name holds one of the file's identifying values (a UID, a name, an ID, a
-    date: at least NAME_VALUE_CHARACTERS long, in any letter case)."""
+    """Whether a file name holds the file's own UIDs, or its patient's name, ID, birth date or
+    accession number, or the study's date: UIDs as written, the others compared on letters
+    and digits alone (a file "kim_min_001.dcm" holds "KIM^MIN"), a person's name whole in
+    either order or by any part of at least NAME_VALUE_CHARACTERS. Descriptions, equipment and
+    coded terms are not identifying here: "t1_axial.dcm" stays as it is."""
     folded = name.casefold()
-    return any(
-        len(value) >= NAME_VALUE_CHARACTERS and value.casefold() in folded
-        for value in _identifying_values(ds)
-    )
+    plain = _plain(name)
+    for keyword in _NAME_UIDS:
+        value = _uid(ds, keyword)
+        if value and value.casefold() in folded:
+            return True
+    for keyword in _NAME_VALUES:
+        try:
+            value = str(ds.get(keyword, "") or "")
+        except Exception:  # a malformed value: nothing to compare
+            continue
+        parts = [_plain(part) for part in re.split(r"[\^=\\]", value)]
+        parts = [part for part in parts if part]
+        candidates = {"".join(parts), "".join(reversed(parts[:2]))}
+        if keyword == "PatientName":
+            candidates.update(part for part in parts if len(part) >= NAME_VALUE_CHARACTERS)
+        shortest = 3 if keyword == "PatientName" else NAME_VALUE_CHARACTERS
+        if any(len(candidate) >= shortest and candidate in plain for candidate in candidates):
+            return True
+    return False
+
+
+def _plain(text: str) -> str:
+    """Letters and digits only, in one case: how a value is compared with a file name."""
+    return "".join(char for char in text.casefold() if char.isalnum())
 
 
 def _integer(ds: Dataset, keyword: str) -> int | None:

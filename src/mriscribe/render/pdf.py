@@ -182,9 +182,11 @@ def _lesion_note(lesions: Sequence[LesionFact], side_threshold_mm: float) -> str
 
 
 def _plane(image: ImageResult) -> Plane | None:
-    """The displayed slice's place in the patient, where its file states one."""
+    """The displayed slice's place in the patient, where its file states one and says which
+    way the patient lies (a plane without that gets no orientation letters)."""
     source = image.slice.source
-    return source.plane if source is not None else None
+    plane = source.plane if source is not None else None
+    return plane if plane is not None and plane.oriented else None
 
 
 def _key_caption(lesion: LesionFact) -> str:

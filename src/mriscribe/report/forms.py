@@ -190,6 +190,7 @@ NEGATIVES = "negative images"  # the images classified as no tumour are stated
 EMPTY = "images without a detection"  # the images with no detection are stated
 CAVEAT_KEY = "caveat"  # a negative result's caveat is stated
 PER_SERIES_KEY = "per series"  # lesions of several series: how they are counted is stated
+MIXED_KEY = "mixed classes"  # a lesion whose slices disagree on its class: stated
 
 
 def lesion_key(lesion: LesionFact) -> str:
@@ -316,6 +317,20 @@ def per_series(facts: StudyFacts) -> Bound | None:
     return Bound(PER_SERIES, {"series_count": (str(count),)}, frozenset({PER_SERIES_KEY}))
 
 
+def _disagreeing(facts: StudyFacts) -> bool:
+    """Whether some lesion's slices were given different classes (its own class is a vote)."""
+    return any(len({f.class_name for f in lesion.detections}) > 1 for lesion in facts.lesions)
+
+
+def mixed(facts: StudyFacts) -> Bound | None:
+    """The sentence that more than one class was detected, where one was (it must be stated
+    where a lesion's own slices disagree, since its sentence names the vote's class only)."""
+    if len(facts.classes_detected) < 2:
+        return None
+    covers = frozenset({MIXED_KEY}) if _disagreeing(facts) else frozenset()
+    return Bound(MIXED, {"classes": (", ".join(facts.classes_detected),)}, covers)
+
+
 def result(facts: StudyFacts) -> tuple[Bound, ...]:
     """A language model's IMPRESSION: the result, with its caveat where it is not positive."""
     covers = frozenset({RESULT})
@@ -323,8 +338,8 @@ def result(facts: StudyFacts) -> tuple[Bound, ...]:
     if outcome == "positive":
         counts = facts.lesion_counts
         binding = {"counts": tuple(dict.fromkeys((_counts(counts, False), _counts(counts, True))))}
-        counted = per_series(facts)
-        return (Bound(POSITIVE, binding, covers), *((counted,) if counted else ()))
+        extra = [per_series(facts), mixed(facts) if _disagreeing(facts) else None]
+        return (Bound(POSITIVE, binding, covers), *(bound for bound in extra if bound))
     if outcome == "negative":
         return Bound(NEGATIVE, {}, covers | {NEGATIVES}), Bound(CAVEAT, {}, frozenset({CAVEAT_KEY}))
     empty = images_phrase(facts.unremarkable_images)
@@ -424,8 +439,9 @@ def template_impression(facts: StudyFacts) -> list[Bound]:
                 **_flag(largest.size_estimated, "estimated", "measured"),
             }
             bound.append(Bound(LARGEST, binding))
-        if len(facts.classes_detected) > 1:
-            bound.append(Bound(MIXED, {"classes": (", ".join(facts.classes_detected),)}))
+        several = mixed(facts)
+        if several is not None:
+            bound.append(several)
         if negatives:
             binding = {"images": (images_phrase(negatives),)}
             bound.append(Bound(NOT_DETECTED_ON, binding, frozenset({NEGATIVES})))
@@ -473,6 +489,8 @@ def required(facts: StudyFacts) -> dict[str, str]:
         needed[CAVEAT_KEY] = "that an automated negative result does not exclude a tumour"
     if per_series(facts) is not None:
         needed[PER_SERIES_KEY] = "that lesions are counted in each series on its own"
+    if _disagreeing(facts):
+        needed[MIXED_KEY] = "that the slices of a lesion were given different classes"
     return needed
 
 

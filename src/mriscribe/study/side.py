@@ -247,8 +247,8 @@ def side_on_slice(
         edges = [plane.point(edge, centre_row)[0] - foot[0] for edge in (lo, hi)]
     else:
         edges = [plane.point(centre_row, edge)[0] - foot[0] for edge in (lo, hi)]
-    near, far = sorted(edges, key=lambda edge: -np.sign(offset) * edge)
-    crosses = bool(near * far < 0 and min(abs(near), abs(far)) > CROSSING_MM)
+    # The box lies in both halves: each of its edges more than CROSSING_MM into its half.
+    crosses = bool(min(edges) < -CROSSING_MM and max(edges) > CROSSING_MM)
     if crosses:
         return SideReading(offset, "midline" if abs(offset) < threshold_mm else None, True)
     if abs(offset) >= threshold_mm:
