@@ -29,9 +29,9 @@ MIN_COVERAGE = 0.05
 MIN_RELATIVE_COVERAGE = 0.25
 # No brain volume has voxels this large; a larger value is a broken header, not a measurement.
 MAX_SPACING_MM = 50.0
-# The percentiles are taken over every voxel of a volume up to this size (a head at 1 mm), else
-# over a strided sample of at most this size.
-SAMPLE_VOXELS = 1 << 23
+# The percentiles are taken over every voxel of a volume up to this size, else over a strided
+# sample of at most this size (2 million voxels give the same window as all of a head's).
+SAMPLE_VOXELS = 1 << 21
 # Voxels converted to float at a time: whole slices where they fit.
 BLOCK_VOXELS = 1 << 22
 _UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
