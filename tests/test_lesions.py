@@ -132,3 +132,19 @@ def test_lesions_are_numbered_by_series_then_first_image() -> None:
     order = [(lesion.series, lesion.images) for lesion in lesions]
     assert order == [(1, (3,)), (1, (9,)), (2, (12,))]
     assert [lesion.id for lesion in lesions] == [1, 2, 3]
+
+
+def test_a_thin_slice_series_tolerates_missing_slices_up_to_six_mm() -> None:
+    """At 1 mm slices, a detector that misses five slices has not found two tumours; seven
+    missing slices (8 mm) are two lesions."""
+    box = (40, 40, 60, 60)
+
+    def series(*placed: Placed) -> SeriesPlacement:
+        return SeriesPlacement(1, placed, tuple(float(level) for level in range(40)), 1.0)
+
+    def at(level: int, image: int) -> Placed:
+        plane = Plane.of((0.0, 0.0, float(level)), (1, 0, 0), (0, 1, 0), (1.0, 1.0))
+        return _placed(image, level, box, plane=plane)
+
+    assert len(link([series(at(10, 1), at(16, 2))])) == 1
+    assert len(link([series(at(10, 1), at(18, 2))])) == 2

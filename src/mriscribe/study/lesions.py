@@ -23,8 +23,11 @@ from mriscribe.study.side import SideReading, lesion_side
 # Boxes overlap when their intersection covers at least this share of the smaller box: a
 # lesion's pole, small and inside the box of the slice before, still links.
 MIN_OVERLAP = 0.3
-# Levels at most this far apart link: adjacent slices, or one missing slice between them.
+# Levels at most this far apart link: adjacent slices, or one missing slice between them; in a
+# thin-slice series, any levels at most MAX_GAP_MM apart (a detector that misses three 1 mm
+# slices of a tumour has not found two tumours).
 MAX_LEVEL_STEP = 2
+MAX_GAP_MM = 6.0
 # A lesion's side is read on at most this many of its slices: those nearest its largest.
 SIDE_SLICES = 5
 
@@ -71,7 +74,9 @@ def link(
     found: list[tuple[tuple[float, ...], LesionFact]] = []
     for placement in series:
         if placement.geometry:
-            groups = _clusters(placement.detections)
+            spacing = float(placement.spacing_mm or 0.0)
+            steps = max(MAX_LEVEL_STEP, int(MAX_GAP_MM / spacing + 1e-6)) if spacing else 2
+            groups = _clusters(placement.detections, steps)
         else:
             groups = [[placed] for placed in placement.detections]
         for group in groups:
@@ -82,8 +87,8 @@ def link(
     return [replace(lesion, id=number) for number, (_, lesion) in enumerate(found, start=1)]
 
 
-def _clusters(detections: Sequence[Placed]) -> list[list[Placed]]:
-    """Connected groups of detections whose boxes overlap on levels at most MAX_LEVEL_STEP
+def _clusters(detections: Sequence[Placed], max_step: int = MAX_LEVEL_STEP) -> list[list[Placed]]:
+    """Connected groups of detections whose boxes overlap on levels at most ``max_step``
     apart (union-find: a lesion is never split by the order its slices are read in)."""
     parent = list(range(len(detections)))
 
@@ -99,7 +104,7 @@ def _clusters(detections: Sequence[Placed]) -> list[list[Placed]]:
         by_level.setdefault(placed.level, []).append(index)
     # Only detections on nearby levels are compared: linear in the slices, not quadratic.
     for level, members in by_level.items():
-        for step in range(MAX_LEVEL_STEP + 1):
+        for step in range(max_step + 1):
             for a in members:
                 for b in by_level.get(level + step, ()):
                     same_pair = step == 0 and b <= a  # each pair on one level once
