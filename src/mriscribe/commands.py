@@ -146,7 +146,8 @@ def analyze(args: argparse.Namespace) -> int:
     print(analysis.report.text)
     facts = analysis.facts
     print(
-        f"\n{facts.image_count} image(s), {len(facts.tumours)} tumour detection(s)"
+        f"\n{facts.image_count} image(s) in {len(facts.series)} series, "
+        f"{len(facts.tumours)} tumour detection(s), {len(facts.lesions)} lesion(s)"
         + "".join(f"; wrote {path}" for path, _ in outputs),
         file=sys.stderr,
     )
