@@ -272,3 +272,33 @@ def test_two_files_show_two_image_cards(page: WebDriver, cases: dict[str, Path])
         assert page.execute_script("return arguments[0].naturalWidth", image) > 0
     assert "2" in by_id(page, "summary-facts").text
     screenshot(page, "two.png")
+
+
+def test_a_dicom_series_shows_its_lesion_with_side_and_extent(
+    page: WebDriver, tmp_path: Path
+) -> None:
+    """A shuffled DICOM series of a real head with a glioma on the patient's left: one row in
+    the lesion table, left, with an extent; a PNG's lesion has none."""
+    import nibabel as nib
+    import numpy as np
+
+    from mriscribe.training.dicom_series import add_lesion, shuffled_files, volume_to_dicom
+
+    head = nib.load("/usr/share/mricron/templates/ch2.nii.gz")
+    volume = np.asarray(head.dataobj, dtype=np.float32)
+    painted, _ = add_lesion(volume, head.affine, (-30.0, -10.0, 15.0), (16.0, 18.0, 15.0))
+    files = volume_to_dicom(painted, head.affine, slices=list(range(71, 123, 3)))
+    paths = []
+    for name, data in shuffled_files(files, seed=5):
+        path = tmp_path / name
+        path.write_bytes(data)
+        paths.append(path)
+    choose(page, paths)
+    assert analyse(page) == "done", error_text(page)
+    rows = page.find_elements(By.CSS_SELECTOR, "#lesion-rows tr")
+    assert not by_id(page, "lesions").get_attribute("hidden")
+    texts = [row.text for row in rows]
+    left = [text for text in texts if " left " in f" {text} " and "Glioma" in text]
+    assert left, texts
+    assert " mm on image " in left[0] and " ml" in left[0]
+    screenshot(page, "series.png")
