@@ -27,7 +27,7 @@ from mriscribe.report.template import SECTIONS
 HELDOUT = Path(__file__).parent / "fixtures" / "heldout"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-TIMEOUT = 60  # seconds; the test machine is slow and shared
+TIMEOUT = 60  # seconds: generous, since a test run may share its cores with other work
 REPORT_ORDER = list(SECTIONS)
 
 @pytest.fixture(scope="module")

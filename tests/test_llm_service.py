@@ -110,7 +110,7 @@ def test_cli_analyze_writes_the_models_narrative_and_verify_report_accepts_it(tm
     from conftest import run_cli
 
     results = tmp_path / "results.json"
-    # What is tested is the narrative, not the speed: a slow moment of a shared machine must
+    # What is tested is the narrative, not the speed: a moment of contention for the cores must
     # not turn it into the template (the deadline's own behaviour is tested elsewhere).
     done = run_cli(
         "analyze", str(HELDOUT / "glioma_1.png"), "--json", str(results),
