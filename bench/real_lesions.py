@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from mriscribe.pipeline import InputFile, analyze
-from mriscribe.report.facts import is_negative_class
 from mriscribe.settings import Settings
 from mriscribe.training.dicom_series import shuffled_files, volume_to_dicom
 from mriscribe.training.real_scans import nrrd_as_nifti
@@ -65,13 +64,11 @@ def evaluate(name: str, scans: Path, settings: Settings) -> dict[str, object]:
     low, high = fact_truth["box_lps"]  # type: ignore[misc]
     margin = 5.0
     centres: dict[int, np.ndarray] = {}
-    for result, facts in zip(analysis.images, analysis.facts.images, strict=True):
-        tumours = [m for m in result.findings if not is_negative_class(m.finding.class_name)]
-        plane = result.slice.source.plane if result.slice.source else None
-        for fact, measured in zip(facts.tumours, tumours, strict=True):
-            box = measured.finding.box
-            if plane is not None:
-                centres[id(fact)] = plane.point((box.y1 + box.y2) / 2, (box.x1 + box.x2) / 2)
+    for fact, image, measured in analysis.tumours():
+        box = measured.finding.box
+        plane = image.slice.source.plane if image.slice.source else None
+        if plane is not None:
+            centres[id(fact)] = plane.point((box.y1 + box.y2) / 2, (box.x1 + box.x2) / 2)
 
     def inside(point: np.ndarray) -> bool:
         return bool(np.all(point >= low - margin) and np.all(point <= high + margin))

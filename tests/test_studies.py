@@ -18,7 +18,7 @@ from PIL import Image
 from mriscribe.analysis import Analysis
 from mriscribe.pipeline import InputFile, analyze
 from mriscribe.render.results import results_json
-from mriscribe.report.facts import LesionFact, is_negative_class
+from mriscribe.report.facts import LesionFact
 from mriscribe.report.verify import split_sections, verify_report
 from mriscribe.settings import Settings
 from mriscribe.training.dicom_series import add_lesion, shuffled_files, volume_to_dicom
@@ -60,36 +60,31 @@ def _nifti(volume, affine) -> InputFile:
     return InputFile("head.nii.gz", gzip.compress(data, compresslevel=1))
 
 
-def _boxes(analysis: Analysis) -> dict[int, tuple[np.ndarray, int]]:
-    """Each tumour fact's box centre in patient space (LPS) and its image, by the fact's id."""
-    found = {}
-    for result, facts in zip(analysis.images, analysis.facts.images, strict=True):
-        tumours = [m for m in result.findings if not is_negative_class(m.finding.class_name)]
-        for fact, measured in zip(facts.tumours, tumours, strict=True):
-            box = measured.finding.box
-            plane = result.slice.source.plane
-            centre = ((box.y1 + box.y2) / 2, (box.x1 + box.x2) / 2)
-            point = plane.point(*centre) if plane is not None else np.full(3, np.nan)
-            found[id(fact)] = (point, result.number)
-    return found
+def _centres(analysis: Analysis) -> dict[int, np.ndarray]:
+    """Each tumour fact's box centre in patient space (LPS), by the fact's id."""
+    centres = {}
+    for fact, image, measured in analysis.tumours():
+        box, plane = measured.finding.box, image.slice.source.plane
+        centre = ((box.y1 + box.y2) / 2, (box.x1 + box.x2) / 2)
+        centres[id(fact)] = plane.point(*centre) if plane is not None else np.full(3, np.nan)
+    return centres
 
 
-def _inside(point: np.ndarray, mask: np.ndarray, affine: np.ndarray, margin_mm=6.0) -> bool:
-    """Whether an LPS point lies within the lesion mask's bounding box (plus a margin)."""
+def _on_lesion(analysis: Analysis, mask, affine, margin_mm=6.0) -> list[LesionFact]:
+    """The lesions with a detection inside the painted lesion's bounding box (plus a margin)."""
     voxels = np.argwhere(mask)
-    ras = (affine[:3, :3] @ voxels.T).T + affine[:3, 3]
-    lps = ras * np.array([-1.0, -1.0, 1.0])
+    lps = ((affine[:3, :3] @ voxels.T).T + affine[:3, 3]) * np.array([-1.0, -1.0, 1.0])
     low, high = lps.min(axis=0) - margin_mm, lps.max(axis=0) + margin_mm
-    return bool(np.all(point >= low) and np.all(point <= high))
+    centres = _centres(analysis)
 
+    def inside(fact) -> bool:
+        point = centres[id(fact)]
+        return bool(np.all(point >= low) and np.all(point <= high))
 
-def _on_lesion(analysis: Analysis, mask, affine) -> list[LesionFact]:
-    """The lesions with a detection inside the painted lesion."""
-    boxes = _boxes(analysis)
     return [
         lesion
         for lesion in analysis.facts.lesions
-        if any(_inside(boxes[id(fact)][0], mask, affine) for fact in lesion.detections)
+        if any(inside(fact) for fact in lesion.detections)
     ]
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from mriscribe.detection.base import Finding, ModelInfo
 from mriscribe.imaging.slices import Slice
-from mriscribe.report.facts import StudyFacts
+from mriscribe.report.facts import FindingFact, StudyFacts, is_negative_class
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,14 @@ class Analysis:
     conf_threshold: float
     iou_threshold: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def tumours(self) -> list[tuple[FindingFact, ImageResult, MeasuredFinding]]:
+        """Each tumour fact with the image and the measured finding (box, size) it states: an
+        image's facts list its tumours in its findings' order (highest confidence first)."""
+        paired = []
+        for image, facts in zip(self.images, self.facts.images, strict=True):
+            found = [m for m in image.findings if not is_negative_class(m.finding.class_name)]
+            paired.extend(
+                (fact, image, measured) for fact, measured in zip(facts.tumours, found, strict=True)
+            )
+        return paired

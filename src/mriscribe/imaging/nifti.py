@@ -136,8 +136,8 @@ def decode_nifti(
             try:
                 plane, to_canonical = nifti_plane(canonical_affine, volume.shape[:3], k, oriented)
             except ValueError:  # a degenerate affine: slices without geometry
-                plane, to_canonical = None, None
-            if plane is not None and to_canonical is not None:
+                pass
+            else:
                 source = SourceRef(
                     format="NIfTI",
                     series_key=key,

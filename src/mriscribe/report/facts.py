@@ -72,10 +72,6 @@ class LesionFact:
     volume_ml: float | None = None
     side: Side | None = None
 
-    @property
-    def confidence_percent(self) -> float:
-        return round(self.confidence * 100, 1)
-
 
 @dataclass(frozen=True)
 class ImageFacts:
@@ -195,13 +191,6 @@ class StudyFacts:
             if best is None or lesion.largest.max_diameter_mm > best.largest.max_diameter_mm:
                 best = lesion
         return best
-
-    def lesion_of(self, fact: FindingFact) -> LesionFact:
-        """The lesion a tumour detection belongs to."""
-        for lesion in self.lesions:
-            if any(member is fact for member in lesion.detections):
-                return lesion
-        raise KeyError("a detection that belongs to no lesion")
 
 
 def single_lesions(images: Sequence[ImageFacts]) -> tuple[LesionFact, ...]:

@@ -123,7 +123,7 @@ def _lesion_line(lesion: LesionFact) -> str:
         )
     return (
         f"Image {fact.image_number}: {kind_phrase(fact.class_name)}, "
-        f"{about}{fact.width_mm:.1f} x {fact.height_mm:.1f} mm, "
+        f"{about}{size_text(fact)}, "
         f"confidence {percent(fact.confidence)}."
     )
 

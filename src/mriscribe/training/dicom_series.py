@@ -35,7 +35,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+from mriscribe.imaging.geometry import RAS_TO_LPS
 
 # Stored pixel range when a volume's values are rescaled (12 bits, as most MR scanners store).
 STORED_MAX = 4095
@@ -73,7 +73,7 @@ def _layout(affine: np.ndarray, axis: int) -> tuple[int, int, bool, bool]:
     it), the column axis the one down a column; each is flipped where its voxel order runs
     against the scanner convention of ``_TARGETS``.
     """
-    lps = RAS_TO_LPS @ affine[:3, :3]
+    lps = RAS_TO_LPS[:3, :3] @ affine[:3, :3]
     in_plane = [a for a in range(3) if a != axis]
     normal = lps[:, axis] / np.linalg.norm(lps[:, axis])
     row_target, column_target = _TARGETS[int(np.argmax(np.abs(normal)))]
@@ -181,7 +181,7 @@ def volume_to_dicom(
         raise ValueError(f"slice indices must lie in 0..{count - 1}")
 
     row_axis, column_axis, flip_rows, flip_columns = _layout(affine, axis)
-    lps = RAS_TO_LPS @ affine[:3, :3]
+    lps = RAS_TO_LPS[:3, :3] @ affine[:3, :3]
     spacing = np.linalg.norm(lps, axis=0)
     row_direction = lps[:, row_axis] / spacing[row_axis] * (-1 if flip_columns else 1)
     column_direction = lps[:, column_axis] / spacing[column_axis] * (-1 if flip_rows else 1)
@@ -218,7 +218,7 @@ def volume_to_dicom(
         corner[axis] = k
         corner[row_axis] = volume.shape[row_axis] - 1 if flip_columns else 0
         corner[column_axis] = volume.shape[column_axis] - 1 if flip_rows else 0
-        position = RAS_TO_LPS @ (affine[:3, :3] @ corner + affine[:3, 3])
+        position = RAS_TO_LPS[:3, :3] @ (affine[:3, :3] @ corner + affine[:3, 3])
         instance = k + 1 if ascending else count - k
         sop_uid = _uid("instance", series_uid, instance)
         ds = _dataset(details, description)
