@@ -45,9 +45,12 @@ $(REAL_SCANS)/.complete:
 	rm -rf $(REAL_SCANS).part
 	touch $@
 
+# dicom3tools (dciodvfy), dcmtk (dsrdump, dcmpschk) and PixelMed (DicomSRValidator, on a Java
+# runtime) validate the DICOM results in the tests.
 install-system:
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils redis-server
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils redis-server \
+		dicom3tools dcmtk libpixelmed-java default-jre-headless
 
 test: lint
 	$(VENV)/bin/python -m pytest
@@ -62,6 +65,7 @@ bench:
 	$(VENV)/bin/python bench/hostile_uploads.py
 	$(VENV)/bin/python bench/study_latency.py
 	$(VENV)/bin/python bench/real_lesions.py
+	$(VENV)/bin/python bench/results_latency.py
 
 evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800

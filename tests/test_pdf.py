@@ -604,5 +604,5 @@ def test_forty_lesions_flow_across_pages():
         pieces = fragments(page)
         assert len({(round(x), round(y)) for x, y, _ in pieces}) == len(pieces)
         for _, y, piece in pieces:
-            assert y > 50 or piece.startswith(("Page ", "Automated first read", "Report:"))
+            assert y > 50 or piece.startswith(("Page ", "Preliminary machine read", "Report:"))
     assert_no_identifiers(text)

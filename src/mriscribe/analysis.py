@@ -7,7 +7,7 @@ from datetime import datetime
 
 from mriscribe.detection.base import Finding, ModelInfo
 from mriscribe.imaging.slices import Slice
-from mriscribe.report.facts import FindingFact, StudyFacts, is_negative_class
+from mriscribe.report.facts import FindingFact, LesionFact, StudyFacts, is_negative_class
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,21 @@ class Analysis:
                 (fact, image, measured) for fact, measured in zip(facts.tumours, found, strict=True)
             )
         return paired
+
+    def lesion_findings(
+        self,
+    ) -> list[tuple[LesionFact, FindingFact, ImageResult, MeasuredFinding]]:
+        """Each lesion's detections, lesion by lesion in the order the lesion lists them, with
+        the image and the measured finding (box, size) each one states. A lesion holds the very
+        facts its images do (paired by identity), or equal ones where the analysis was rebuilt
+        with new objects (paired by value); linking is never recomputed here. A tumour finding
+        of no lesion is not listed; a detection that no image states is a KeyError."""
+        tumours = self.tumours()
+        by_identity = {id(fact): (image, measured) for fact, image, measured in tumours}
+        by_value = {fact: (image, measured) for fact, image, measured in tumours}
+        found = []
+        for lesion in self.facts.lesions:
+            for fact in lesion.detections:
+                image, measured = by_identity.get(id(fact)) or by_value[fact]
+                found.append((lesion, fact, image, measured))
+        return found

@@ -134,8 +134,10 @@ def _configure_cli_logging() -> None:
     handler.setFormatter(_NoTracebackFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     # pydicom logs each decoder plugin that fails on a corrupt file, quoting header values;
-    # the user gets our own error naming the file instead.
+    # the user gets our own error naming the file instead. highdicom logs a patient name it
+    # finds odd while making a DICOM result: never shown.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    logging.getLogger("highdicom").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,12 +103,33 @@ def _key_file(args: argparse.Namespace) -> Any:
     return KeyFile(settings.api_keys_file, load_secret(settings))
 
 
+# The analyze command's output flags: (flag's attribute, output names, folder or file).
+DICOM_OUTPUTS = ("dicom-sr", "dicom-pr", "dicom-pdf")
+
+
+def requested_outputs(args: argparse.Namespace) -> list[tuple[str, Path, bool]]:
+    """(output name, path, whether the path is a folder) for each output the flags ask for."""
+    wanted: list[tuple[str, Path, bool]] = []
+    if args.json is not None:
+        wanted.append(("json", args.json, False))
+    if args.pdf is not None:
+        wanted.append(("pdf", args.pdf, False))
+    if args.dicom_out is not None:
+        wanted.extend((name, args.dicom_out, True) for name in DICOM_OUTPUTS)
+    if args.fhir is not None:
+        wanted.append(("fhir", args.fhir, False))
+    return wanted
+
+
 def analyze(args: argparse.Namespace) -> int:
-    from mriscribe import pipeline
+    from mriscribe import outputs, pipeline
     from mriscribe.imaging.files import expand_paths
-    from mriscribe.render.results import results_json
 
     settings = settings_from(args)
+    wanted = requested_outputs(args)
+    if args.dicom_out is not None and args.dicom_out.exists() and not args.dicom_out.is_dir():
+        print(f"error: {args.dicom_out}: is a file; --dicom-out takes a folder", file=sys.stderr)
+        return 1
     files, skipped = expand_paths(args.paths)
     for path in skipped:
         print(f"note: {path}: skipped (not an image file)", file=sys.stderr)
@@ -124,7 +145,10 @@ def analyze(args: argparse.Namespace) -> int:
 
     try:
         analysis = pipeline.analyze(
-            files, settings, render_images=args.pdf is not None, progress=progress
+            files,
+            settings,
+            render_images=outputs.needs_images(name for name, _, _ in wanted),
+            progress=progress,
         )
     except pipeline.InputProblemsError as exc:
         for problem in exc.problems:
@@ -134,21 +158,27 @@ def analyze(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    outputs: list[tuple[Path, bytes]] = []
-    if args.json is not None:
-        text = json.dumps(results_json(analysis), indent=2, ensure_ascii=False) + "\n"
-        outputs.append((args.json, text.encode()))
-    if args.pdf is not None:
-        from mriscribe.render.pdf import render_pdf
-
-        outputs.append((args.pdf, render_pdf(analysis)))
-    write_all_atomically(outputs)
+    try:
+        made = outputs.render(
+            analysis,
+            [name for name, _, _ in wanted],
+            {"fhir_version": args.fhir_version},
+        )
+    except outputs.OutputRefusedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("error: nothing was written", file=sys.stderr)
+        return 1
+    written: list[tuple[Path, bytes]] = []
+    for name, path, folder in wanted:
+        for artifact in made[name]:
+            written.append((path / artifact.name if folder else path, artifact.data))
+    write_all_atomically(written)
     print(analysis.report.text)
     facts = analysis.facts
     print(
         f"\n{facts.image_count} image(s) in {len(facts.series)} series, "
         f"{len(facts.tumours)} tumour detection(s), {len(facts.lesions)} lesion(s)"
-        + "".join(f"; wrote {path}" for path, _ in outputs),
+        + "".join(f"; wrote {path}" for path, _ in written),
         file=sys.stderr,
     )
     return 0
@@ -336,11 +366,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     p = commands.add_parser(
         "analyze", parents=[config], help="analyse images and write the report",
         description="Analyse image files and folders (PNG, JPEG, TIFF, DICOM, NIfTI) as one "
-        "study; prints the report and writes the PDF and JSON if asked.",
+        "study; prints the report and writes the PDF, JSON, DICOM and FHIR results if asked. "
+        "DICOM results need DICOM images of one study; the others work for every format.",
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
     p.add_argument("--pdf", type=Path, default=None, help="write the PDF report here")
     p.add_argument("--json", type=Path, default=None, help="write the JSON results here")
+    p.add_argument("--dicom-out", type=Path, default=None, metavar="DIR",
+                   help="write the DICOM results into this folder: the SR (TID 1500), the "
+                   "presentation state and the report as an encapsulated PDF, each a new "
+                   "series in the source study")
+    p.add_argument("--fhir", type=Path, default=None, metavar="FILE",
+                   help="write a FHIR Bundle (DiagnosticReport, an Observation per lesion) here")
+    p.add_argument("--fhir-version", choices=("R4B", "R5"), default="R4B",
+                   help="the FHIR release of --fhir (default R4B)")
     p.add_argument("--conf", type=float, default=None, help="confidence threshold")
     p.add_argument("--iou", type=float, default=None, help="NMS IoU threshold")
     p.add_argument("--spacing", type=float, default=None,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import PurePath
 from typing import Protocol, runtime_checkable
 
@@ -67,6 +69,7 @@ class ModelInfo:
     input_size: tuple[int, int]
     description: str = ""
     version: str = ""
+    sha256: str = ""  # of the model file: which weights made a result (DICOM, FHIR provenance)
 
     @property
     def name(self) -> str:
@@ -96,3 +99,15 @@ class Detector(Protocol):
     info: ModelInfo
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Finding]]: ...
+
+
+def file_sha256(path: str | PathLike[str]) -> str:
+    """The SHA-256 of a file, read in blocks ("" if it cannot be read)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return ""
+    return digest.hexdigest()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriscribe.detection.base import Box, Finding, ModelInfo
+from mriscribe.detection.base import Box, Finding, ModelInfo, file_sha256
 from mriscribe.detection.letterbox import Letterbox, letterbox
 from mriscribe.detection.yolo import decode_predictions
 from mriscribe.errors import ModelError
@@ -106,6 +106,7 @@ class OnnxDetector:
             # Ultralytics stores its own package version under "version", so a model is
             # versioned by our key if present, else by its export date.
             version=meta.get("model_version") or meta.get("date", "")[:10],
+            sha256=file_sha256(self.path),
         )
 
     def preprocess(

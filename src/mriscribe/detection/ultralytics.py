@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mriscribe.detection.base import Box, Finding, ModelInfo
+from mriscribe.detection.base import Box, Finding, ModelInfo, file_sha256
 from mriscribe.errors import MissingExtraError, ModelError
 
 
@@ -53,6 +53,7 @@ class UltralyticsDetector:
             backend="ultralytics",
             class_names=class_names,
             input_size=(size, size),
+            sha256=file_sha256(self.path),
         )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Finding]]:

@@ -9,13 +9,99 @@ hold. Facts, logs, the JSON and error messages therefore never hold them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-# The header attributes kept (keyword -> DICOM keyword): patient, study and the equipment's
-# place, as DICOM SR and FHIR need them to address a result.
+# The header attributes kept (DICOM keywords): the Patient, General Study and Patient Study
+# modules, which DICOM results copy into the source study, and the series and equipment's
+# names. They identify a patient and are sealed.
 KEPT = (
+    "SpecificCharacterSet",
+    # Patient
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "TypeOfPatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "QualityControlSubject",
+    "OtherPatientIDsSequence",
+    "OtherPatientNames",
+    "EthnicGroup",
+    "PatientComments",
+    "PatientSpeciesDescription",
+    "PatientSpeciesCodeSequence",
+    "PatientBreedDescription",
+    "PatientBreedCodeSequence",
+    "BreedRegistrationSequence",
+    "ResponsiblePerson",
+    "ResponsiblePersonRole",
+    "ResponsibleOrganization",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    # General Study
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "ProcedureCodeSequence",
+    "ReasonForPerformedProcedureCodeSequence",
+    # Patient Study
+    "AdmittingDiagnosesDescription",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "Occupation",
+    "AdditionalPatientHistory",
+    # The source series and equipment, named
+    "PerformingPhysicianName",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "StationName",
+    "SeriesDescription",
+    "SeriesNumber",
+    "SeriesDate",
+    "SeriesTime",
+    "Manufacturer",
+    "BodyPartExamined",
+)
+# Image attributes that a presentation state or an SR reference needs from its source image
+# (none identifies a patient; kept with the rest so that one header travels).
+IMAGE_KEPT = (
+    "Modality",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "SliceThickness",
+    "BurnedInAnnotation",
+)
+TEXT_KEPT = (
     "PatientName",
     "PatientID",
     "IssuerOfPatientID",
@@ -66,16 +152,30 @@ class SealedError(TypeError):
 class Sealed:
     """Patient and study details that only the DICOM and FHIR outputs may open."""
 
-    __slots__ = ("__values",)
+    __slots__ = ("__header", "__values")
 
-    def __init__(self, values: Mapping[str, str]) -> None:
+    def __init__(self, values: Mapping[str, str], header: Any = None) -> None:
         object.__setattr__(self, "_Sealed__values", MappingProxyType(dict(values)))
+        object.__setattr__(self, "_Sealed__header", header)
 
     def open(self, reader: Reader) -> Mapping[str, str]:
         """The details, for a DICOM or FHIR output holding its reader token."""
         if not any(reader is allowed for allowed in _READERS):
             raise SealedError("only the DICOM and FHIR outputs may read patient details")
         return self.__values
+
+    def header(self, reader: Reader) -> Any:
+        """A fresh pydicom Dataset of the kept header attributes (KEPT and IMAGE_KEPT, as the
+        file stated them), for a DICOM or FHIR output holding its reader token; an empty
+        Dataset when the source was not DICOM."""
+        from pydicom.dataset import Dataset
+
+        self.open(reader)
+        header = Dataset()
+        if self.__header is not None:
+            for element in self.__header:
+                header.add(_copied(element))
+        return header
 
     def __bool__(self) -> bool:
         return bool(self.__values)
@@ -101,10 +201,25 @@ class Sealed:
         return id(self)
 
 
+def _copied(element: Any) -> Any:
+    """A data element no reader can change the sealed one through: sequences deep-copied,
+    multi-valued elements with their own list, single values (immutable) shared."""
+    if element.VR == "SQ":
+        return copy.deepcopy(element)
+    fresh = copy.copy(element)
+    if isinstance(element.value, list) or hasattr(element.value, "_list"):
+        fresh.value = list(element.value)
+    return fresh
+
+
 def seal_dataset(ds: Any) -> Sealed:
-    """The kept attributes of a pydicom dataset (present and non-empty ones), as text."""
+    """The kept attributes of a pydicom dataset: TEXT_KEPT (present and non-empty) as text,
+    and KEPT and IMAGE_KEPT as data elements, copied (a malformed value is left out, never
+    quoted)."""
+    from pydicom.dataset import Dataset
+
     values: dict[str, str] = {}
-    for keyword in KEPT:
+    for keyword in TEXT_KEPT:
         try:
             value = ds.get(keyword)
         except Exception:  # a malformed value: left out, never quoted
@@ -114,4 +229,14 @@ def seal_dataset(ds: Any) -> Sealed:
         text = str(value).strip(" \x00")
         if text:
             values[keyword] = text
-    return Sealed(values)
+    header = Dataset()
+    for keyword in (*KEPT, *IMAGE_KEPT):
+        try:
+            element = ds.data_element(keyword)
+            if element is None:
+                continue
+            element.value  # noqa: B018 - a raw element is converted (and checked) here
+            header.add(copy.deepcopy(element))
+        except Exception:  # a malformed value: left out
+            continue
+    return Sealed(values, header)

@@ -212,7 +212,7 @@ class _Pdf(FPDF):
         self.set_text_color(*GREY)
         third = self.epw / 3
         self.cell(third, 4, f"Page {self.page_no()} of {PAGES_ALIAS}", align="L")
-        self.cell(third, 4, "Automated first read: not a diagnosis", align="C")
+        self.cell(third, 4, "Preliminary machine read, unverified", align="C")
         self.cell(third, 4, f"Report: {self.report_engine}", align="R")
         self.set_text_color(0)
 

@@ -24,6 +24,9 @@ def results_json(
         },
         "medical_report": report.text,
         "report": {
+            # A machine read no person has checked, as the DICOM and FHIR results say too.
+            "status": "preliminary",
+            "verification": "unverified",
             "engine": report.engine,
             "fallback_reason": report.fallback_reason,
             "sections": report.sections,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,8 +23,8 @@ from starlette.requests import ClientDisconnect
 
 from mriscribe import __version__
 from mriscribe.analysis import Analysis
+from mriscribe.outputs import Artifact, OutputRefusedError, get_output, needs_images, render
 from mriscribe.pipeline import InputFile, InputProblemsError, analyze
-from mriscribe.render.pdf import render_pdf
 from mriscribe.render.results import results_json
 from mriscribe.service.auth import KEY_HEADER, Guard
 from mriscribe.service.memory import release_memory
@@ -155,7 +156,7 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
     ) -> Response:
         async def respond(analysis: Analysis) -> Response:
-            pdf = await run_in_threadpool(render_pdf, analysis)
+            pdf = (await run_in_threadpool(render, analysis, ["pdf"]))["pdf"][0].data
             stamp = analysis.timestamp.strftime("%Y%m%dT%H%M%SZ")
             return Response(
                 pdf,
@@ -182,7 +183,11 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
         report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
     ) -> Response:
         async def respond(analysis: Analysis) -> Response:
-            document = await run_in_threadpool(render_pdf, analysis) if pdf else None
+            document = (
+                (await run_in_threadpool(render, analysis, ["pdf"]))["pdf"][0].data
+                if pdf
+                else None
+            )
             body = results_json(analysis, annotated=annotated, pdf=document)
             # The prototype's fields first, as in AnalyzeResult.
             first = {key: body.pop(key) for key in _PROTOTYPE_FIELDS}
@@ -192,9 +197,132 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
             request, respond, render_images=annotated or pdf, report_engine=report_engine
         )
 
+    _add_result_routes(app, guard, analyses, analysis_errors)
     if metrics is not None:
         _add_metrics(app, settings, guard, metrics, analyses)
     return app
+
+
+DICOM_OUTPUTS = ("dicom-sr", "dicom-pr", "dicom-pdf")
+DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+FHIR_RELEASES = {"R4B": "4.3", "R5": "5.0"}
+
+
+def _add_result_routes(
+    app: FastAPI, guard: Guard, analyses: _AnalysisRoute, errors: dict[int | str, Any]
+) -> None:
+    """The standard results: DICOM (as DICOMweb answers, multipart/related) and FHIR. Both
+    look their outputs up by name; an output that cannot be made from the upload (DICOM
+    results from PNG slices) answers 422 saying why."""
+    refused = error_responses(422)
+
+    @app.post(
+        "/analyze-dicom",
+        summary="Analyse a DICOM study; returns the DICOM results",
+        description="The DICOM SR (TID 1500 measurement report), the grayscale softcopy "
+        "presentation state (boxes and labels on the source images) and the report as an "
+        "encapsulated PDF: each a new series in the source study, marked preliminary and "
+        "unverified. The answer is `multipart/related; type=\"application/dicom\"`, one "
+        "Part 10 instance per part, as DICOMweb answers. Needs DICOM images of one study.",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    DICOM_MULTIPART: {
+                        "schema": {"type": "string", "contentMediaType": DICOM_MULTIPART}
+                    }
+                },
+                "description": "the DICOM results, one instance per part",
+            },
+            **errors,
+            **refused,
+        },
+        dependencies=guard.dependencies("analyze"),
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
+    async def analyze_dicom(
+        request: Request,
+        outputs: Annotated[
+            list[Literal["dicom-sr", "dicom-pr", "dicom-pdf"]] | None,
+            Query(description="which DICOM results (repeat the parameter; default: all three)"),
+        ] = None,
+        report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
+    ) -> Response:
+        names = list(dict.fromkeys(outputs or DICOM_OUTPUTS))
+
+        async def respond(analysis: Analysis) -> Response:
+            made = await _rendered(analysis, names, {})
+            if isinstance(made, Response):
+                return made
+            return _multipart([a for name in names for a in made[name]])
+
+        return await analyses(
+            request, respond, render_images=needs_images(names), report_engine=report_engine
+        )
+
+    @app.post(
+        "/analyze-fhir",
+        summary="Analyse images; returns a FHIR Bundle",
+        description="A Bundle with a preliminary DiagnosticReport (the PDF as its presented "
+        "form) and an Observation per lesion, after the HL7 DICOM SR to FHIR mapping. Works "
+        "for every image format; Patient and ImagingStudy references where the source (DICOM) "
+        "has them.",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+                "description": "the FHIR Bundle",
+            },
+            **errors,
+        },
+        dependencies=guard.dependencies("analyze"),
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
+    async def analyze_fhir(
+        request: Request,
+        version: Annotated[
+            Literal["R4B", "R5"], Query(description="the FHIR release (default R4B)")
+        ] = "R4B",
+        report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
+    ) -> Response:
+        async def respond(analysis: Analysis) -> Response:
+            made = await _rendered(analysis, ["fhir"], {"fhir_version": version})
+            if isinstance(made, Response):
+                return made
+            bundle = made["fhir"][0]
+            # The FHIR media type names its release (FHIR's http page: fhirVersion).
+            release = FHIR_RELEASES[version]
+            return Response(bundle.data, media_type=f"{bundle.media_type}; fhirVersion={release}")
+
+        return await analyses(
+            request,
+            respond,
+            render_images=get_output("fhir").needs_images,
+            report_engine=report_engine,
+        )
+
+
+async def _rendered(
+    analysis: Analysis, names: list[str], options: dict[str, Any]
+) -> dict[str, tuple[Artifact, ...]] | Response:
+    """The named outputs, made off the event loop, or the 422 answer saying why not."""
+    try:
+        return await run_in_threadpool(render, analysis, names, options)
+    except OutputRefusedError as exc:
+        log.info("output refused", extra={"output": exc.output})
+        return _error(422, str(exc))
+
+
+def _multipart(artifacts: list[Artifact]) -> Response:
+    """DICOM instances as one multipart/related body (RFC 2387), as DICOMweb sends them."""
+    boundary = secrets.token_hex(16)
+    parts = [
+        b"--" + boundary.encode() + b"\r\nContent-Type: " + a.media_type.encode()
+        + b"\r\n\r\n" + a.data + b"\r\n"
+        for a in artifacts
+    ]
+    body = b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
+    return Response(body, media_type=f"{DICOM_MULTIPART}; boundary={boundary}")
 
 
 def _add_metrics(
@@ -393,7 +521,9 @@ def _document_errors_as_sent(app: FastAPI) -> None:
             )
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
-                    operation.get("responses", {}).pop("422", None)
+                    answers = operation.get("responses", {})
+                    if "HTTPValidationError" in str(answers.get("422", "")):
+                        answers.pop("422")
             components = schema.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)

@@ -82,6 +82,9 @@ def configure_logging(level: str = "INFO", *, capture_native: bool = False) -> N
     # quoting header values: none of it is kept (our own error names the file and the problem).
     # fontTools logs the glyphs of each PDF (which reveal file names): only its warnings.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    # highdicom logs the source instance's UID at INFO and a patient name it finds odd at
+    # WARNING while copying the patient and study: none of it is kept.
+    logging.getLogger("highdicom").setLevel(logging.CRITICAL)
     logging.getLogger("fontTools").setLevel(logging.WARNING)
     # HTTP clients (the openai engine's) log each request with the server's URL.
     for name in ("httpx", "httpx2", "httpcore", "openai"):

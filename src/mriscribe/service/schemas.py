@@ -179,6 +179,12 @@ class Summary(_Body):
 
 
 class ReportBody(_Body):
+    status: Literal["preliminary"] = Field(
+        description="always 'preliminary': a machine read, as the DICOM SR and FHIR say too"
+    )
+    verification: Literal["unverified"] = Field(
+        description="always 'unverified': no person has checked it"
+    )
     engine: str = Field(description="the engine whose text this is: 'template' or engine:model")
     fallback_reason: str | None = Field(description="why the template stood in for the model")
     sections: dict[str, str] = Field(description="EXAMINATION ... DISCLAIMER, in order")
@@ -243,6 +249,8 @@ _ERRORS: dict[int, str] = {
     408: "the request body paused too long or took too long to arrive",
     413: "over a limit: bytes per file or request, images, pixels, decoded data",
     415: "content in no supported format",
+    422: "the result asked for cannot be made from these images: DICOM results need DICOM "
+    "images of one study (the message says why)",
     429: "over a rate limit (per key or per client address); Retry-After says when to retry",
     500: "an unexpected failure, logged under the request id the answer names",
     503: "not ready (the model is loading), too busy, or the rate-limit store is unavailable; "

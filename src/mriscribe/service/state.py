@@ -60,7 +60,8 @@ class ServiceState:
         started = time.perf_counter()
         try:
             detector = get_detector(self.settings)
-            self.detector_sha256 = _sha256(Path(detector.info.path))
+            # /health shows the first 16 hex digits (the model card's and the logs' form).
+            self.detector_sha256 = (detector.info.sha256 or _sha256(Path(detector.info.path)))[:16]
             self.detector = detector
             log.info(
                 "detector loaded",
