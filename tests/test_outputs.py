@@ -245,3 +245,17 @@ def test_each_lesions_findings_are_paired_with_their_images_and_boxes():
         assert measured.finding.confidence == pytest.approx(fact.confidence)
     tumours = {id(measured) for _f, _i, measured in analysis.tumours()}
     assert {id(measured) for _l, _f, _i, measured in found} == tumours
+
+
+def test_warming_up_renders_every_output_of_a_blank_slice(caplog):
+    from mriscribe.outputs.warm import blank_slice, warm_up
+    from mriscribe.pipeline import InputFile, analyze, get_detector
+    from mriscribe.settings import Settings
+
+    settings = Settings(report_engine="template")
+    with caplog.at_level("WARNING", logger="mriscribe.outputs"):
+        warm_up(settings, get_detector(settings))
+    assert not caplog.records  # a failure would be logged, never raised
+    analysis = analyze([InputFile("blank.dcm", blank_slice())], settings)
+    made = render(analysis, sorted(registry()))
+    assert all(made.values())

@@ -62,6 +62,11 @@ class ServiceState:
             detector = get_detector(self.settings)
             # /health shows the first 16 hex digits (the model card's and the logs' form).
             self.detector_sha256 = (detector.info.sha256 or _sha256(Path(detector.info.path)))[:16]
+            # The first DICOM and FHIR results would pay for the standard's tables: paid here,
+            # before the service says it is ready.
+            from mriscribe.outputs.warm import warm_up
+
+            warm_up(self.settings, detector)
             self.detector = detector
             log.info(
                 "detector loaded",
