@@ -5,11 +5,11 @@ in the same run (the baseline every client already gets).
     python bench/results_latency.py [--rounds 20] [--json results.json]
 
 The series is Colin27 (Debian mricron-data) with a synthetic glioma, sent as 24 shuffled DICOM
-files and analysed once (template report). Each round starts a new rendering with the report
-PDF already made (the PDF is an output of its own, which the encapsulated PDF and the FHIR
-bundle carry; its time is printed apart), then makes the four standard results. Rounds
-alternate with the JSON baseline so that noise hits both alike. Target: the four together
-<= 150 ms (median).
+files and analysed once (template report). Each round starts a new rendering, makes the report
+PDF (an output of its own, which the encapsulated PDF and the FHIR bundle carry, so it counts),
+then the four standard results. Rounds alternate with the JSON baseline so that noise hits both
+alike. Target: the four with the PDF they carry <= 150 ms (median); the four alone are printed
+too.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     get_detector(settings)
     analysis = analyze(series(), settings, render_images=True)
     Rendering(analysis).artifacts("fhir")  # imports and first-use caches, outside the timings
-    times: dict[str, list[float]] = {name: [] for name in (*STANDARD, "standard", "json", "pdf")}
+    names = (*STANDARD, "standard", "with_pdf", "json", "pdf")
+    times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
         rendering = Rendering(analysis)
         start = time.perf_counter()
@@ -69,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(spent)
             total += spent
         times["standard"].append(total)
+        times["with_pdf"].append(total + times["pdf"][-1])
         start = time.perf_counter()
         Rendering(analysis).artifacts("json")
         times["json"].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
-    met = medians["standard"] <= TARGET_MS
+    met = medians["with_pdf"] <= TARGET_MS
     results = {
         "images": len(analysis.images),
         "lesions": len(analysis.facts.lesions),
@@ -83,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"{len(analysis.images)} images, {len(analysis.facts.lesions)} lesion(s): DICOM SR, "
-        f"presentation state, encapsulated PDF and FHIR {medians['standard']:.1f} ms "
-        f"(target <= {TARGET_MS:.0f} ms: {'met' if met else 'NOT met'}); "
+        f"presentation state, encapsulated PDF and FHIR with the PDF they carry "
+        f"{medians['with_pdf']:.1f} ms (target <= {TARGET_MS:.0f} ms: "
+        f"{'met' if met else 'NOT met'}); without the PDF {medians['standard']:.1f} ms: "
         + ", ".join(f"{name} {medians[name]:.1f} ms" for name in STANDARD)
-        + f"; baseline JSON {medians['json']:.1f} ms; the PDF itself {medians['pdf']:.1f} ms"
+        + f"; the PDF {medians['pdf']:.1f} ms; baseline JSON {medians['json']:.1f} ms"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -215,3 +215,51 @@ def multiframe_bytes(centres: tuple[tuple[float, float, float], ...] = (LEFT,)) 
 def multiframe_analysis() -> Analysis:
     """The multi-frame study with a tumour, analysed: every image is a frame of one instance."""
     return analyze([InputFile("frames.dcm", multiframe_bytes())], SETTINGS)
+
+
+@cache
+def changed_analysis(name: str, changes: tuple[tuple[str, object], ...]) -> Analysis:
+    """One of pydicom's test files analysed with header attributes changed (a value of None
+    deletes the attribute, a tuple is a multi-valued one): ``changes`` as (keyword, value)
+    pairs."""
+    ds = dataset(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom's, on a malformed value
+        for keyword, value in changes:
+            if value is None:
+                if keyword in ds:
+                    delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, list(value) if isinstance(value, tuple) else value)
+    return _analyze_quietly([InputFile("source.dcm", to_bytes(ds))])
+
+
+@cache
+def two_patients_analysis() -> Analysis:
+    """MR_small.dcm twice, in two series of one study, whose headers name two patients."""
+    first, second = dataset("MR_small.dcm"), dataset("MR_small.dcm")
+    first.PatientID, first.PatientName = "PAT-A", "Alpha^Anna"
+    second.PatientID, second.PatientName = "PAT-B", "Beta^Bert"
+    second.SeriesInstanceUID = first.SeriesInstanceUID + ".2"
+    second.SOPInstanceUID = first.SOPInstanceUID + ".2"
+    second.file_meta.MediaStorageSOPInstanceUID = second.SOPInstanceUID
+    return _analyze_quietly(
+        [InputFile(f"{n}.dcm", to_bytes(ds)) for n, ds in (("a", first), ("b", second))]
+    )
+
+
+@cache
+def mixed_analysis() -> Analysis:
+    """MR_small.dcm (a DICOM patient, black pixels) and a PNG slice of the head with a tumour
+    (no patient at all) in one upload."""
+    ds = dataset("MR_small.dcm")
+    ds.PixelData = np.zeros_like(ds.pixel_array).tobytes()
+    volume, affine = _head()
+    volume, _mask = add_lesion(volume, affine, LEFT, RADII)
+    plane = np.rot90(volume[:, :, 90])
+    scaled = (255 * plane / max(float(plane.max()), 1.0)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(scaled).save(buffer, format="PNG")
+    return _analyze_quietly(
+        [InputFile("a.dcm", to_bytes(ds)), InputFile("other.png", buffer.getvalue())]
+    )

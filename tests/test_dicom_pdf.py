@@ -173,8 +173,9 @@ def test_a_diagnostic_imaging_report_not_yet_verified(study):
     assert concept.CodeMeaning == "Diagnostic imaging study"
     assert document.VerificationFlag == "UNVERIFIED"
     assert "unverified" in document.DocumentTitle
-    # The PDF names no patient and no acquisition date (render/pdf.py).
-    assert document.BurnedInAnnotation == "NO"
+    # The PDF prints the uploaded files' names, which may name the patient (render/pdf.py):
+    # a de-identification pipeline must treat it as identifying.
+    assert document.BurnedInAnnotation == "YES"
 
 
 @pytest.mark.parametrize("study", [study_param(name) for name in STUDIES])
@@ -197,13 +198,15 @@ def test_dates_and_times_are_the_renderings_and_the_analysis():
     created = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     rendering = Rendering(pydicom_analysis(), created=created)
     document = read(rendering.artifact("dicom-pdf").data)
-    local = created.astimezone()
+    # MR_small.dcm states its offset from UTC (-0400): the document keeps it, its times in it.
+    zone = datetime.strptime("-0400", "%z").tzinfo
+    local = created.astimezone(zone)
     assert document.ContentDate == local.strftime("%Y%m%d")
     assert document.ContentTime.startswith(local.strftime("%H%M%S"))
     assert document.InstanceCreationDate == local.strftime("%Y%m%d")
-    assert document.TimezoneOffsetFromUTC == local.strftime("%z")
+    assert document.TimezoneOffsetFromUTC == "-0400"
     generated = rendering.analysis.timestamp
-    generated = (generated if generated.tzinfo else generated.replace(tzinfo=UTC)).astimezone()
+    generated = (generated if generated.tzinfo else generated.replace(tzinfo=UTC)).astimezone(zone)
     assert document.AcquisitionDateTime == generated.strftime("%Y%m%d%H%M%S.%f%z")
 
 

@@ -27,8 +27,10 @@ from mriscribe.outputs import OutputRefusedError, Rendering, get_output, registr
 from mriscribe.outputs.dicom_pr import (
     SERIES_NUMBER,
     add_modality_lut,
+    image_spacing,
     presentation_lut_shape,
     voi_items,
+    window,
 )
 from mriscribe.outputs.dicom_source import DicomSource, patient_and_study_keywords
 from mriscribe.report.facts import is_negative_class
@@ -36,6 +38,7 @@ from result_studies import (
     LEFT,
     PATIENT,
     RIGHT_LOW,
+    changed_analysis,
     estimated_analysis,
     multiframe_analysis,
     needs_colin27,
@@ -197,7 +200,8 @@ def test_dates_and_times_are_the_renderings():
     created = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     rendering = Rendering(pydicom_analysis(), created=created)
     state = read(rendering.artifact("dicom-pr").data)
-    local = created.astimezone()
+    # MR_small.dcm states its offset from UTC (-0400): the state keeps it and its times are in it.
+    local = created.astimezone(datetime.strptime("-0400", "%z").tzinfo)
     for date, time in (
         ("PresentationCreationDate", "PresentationCreationTime"),
         ("InstanceCreationDate", "InstanceCreationTime"),
@@ -205,7 +209,7 @@ def test_dates_and_times_are_the_renderings():
     ):
         assert state[date].value == local.strftime("%Y%m%d"), date
         assert state[time].value.startswith(local.strftime("%H%M%S")), time
-    assert state.TimezoneOffsetFromUTC == local.strftime("%z")
+    assert state.TimezoneOffsetFromUTC == "-0400"
 
 
 # --- what it points at -----------------------------------------------------------------------
@@ -498,6 +502,102 @@ def test_the_displayed_area_is_the_whole_image_at_its_spacing():
     (area,) = state.DisplayedAreaSelectionSequence
     assert "PresentationPixelSpacing" not in area
     assert list(area.PresentationPixelAspectRatio) == [1, 1]
+
+
+@needs_colin27
+def test_a_multi_frame_image_is_displayed_at_its_functional_groups_spacing():
+    """An enhanced or legacy-converted image keeps its spacing in the Pixel Measures functional
+    group, not at the top level: the state uses the analysis' own spacing, never 1:1."""
+    analysis = multiframe_analysis()
+    state = read(Rendering(analysis).artifact("dicom-pr").data)
+    (area,) = state.DisplayedAreaSelectionSequence
+    assert not analysis.images[0].spacing_estimated
+    assert "PresentationPixelAspectRatio" not in area
+    assert [float(v) for v in area.PresentationPixelSpacing] == pytest.approx(
+        list(analysis.images[0].spacing_mm)
+    )
+
+
+@pytest.mark.parametrize("spacing", ["0.9", ("0", "0"), ("nan", "1")])
+def test_a_malformed_pixel_spacing_is_square_pixels(spacing):
+    analysis = changed_analysis("MR_small.dcm", (("PixelSpacing", spacing),))  # a tuple: cached
+    state = read(Rendering(analysis).artifact("dicom-pr").data)
+    (area,) = state.DisplayedAreaSelectionSequence
+    assert analysis.images[0].spacing_estimated or image_spacing(analysis.images[0]) is None
+    assert "PresentationPixelSpacing" not in area
+    assert list(area.PresentationPixelAspectRatio) == [1, 1]
+
+
+def _functional_groups(shared: Dataset | None, *per_frame: Dataset) -> Dataset:
+    header = Dataset()
+    if shared is not None:
+        group = Dataset()
+        group.FrameVOILUTSequence = [shared]
+        header.SharedFunctionalGroupsSequence = [group]
+    frames = []
+    for item in per_frame:
+        group = Dataset()
+        group.FrameVOILUTSequence = [item]
+        frames.append(group)
+    if frames:
+        header.PerFrameFunctionalGroupsSequence = frames
+    return header
+
+
+def _window(centre: float, width: float) -> Dataset:
+    item = Dataset()
+    item.WindowCenter, item.WindowWidth = centre, width
+    return item
+
+
+def test_a_multi_frame_images_window_and_rescale_are_its_functional_groups():
+    shared = _functional_groups(_window(40, 80))
+    assert window(shared, 1) == window(shared, 2) == (40.0, 80.0, "LINEAR")
+    per_frame = _functional_groups(None, _window(40, 80), _window(300, 600))
+    assert window(per_frame, 1) == (40.0, 80.0, "LINEAR")
+    assert window(per_frame, 2) == (300.0, 600.0, "LINEAR")
+    rescale = Dataset()
+    rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = 2, -10, "US"
+    group = Dataset()
+    group.PixelValueTransformationSequence = [rescale]
+    header = Dataset()
+    header.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    header.SOPInstanceUID = "1.2.3.1"
+    header.SeriesInstanceUID = "1.2.3"
+    header.Rows = header.Columns = 64
+    header.SharedFunctionalGroupsSequence = [group]
+    state = Dataset()
+    assert add_modality_lut(state, DicomSource("1.2", (), (header,)))
+    assert (state.RescaleSlope, state.RescaleIntercept, state.RescaleType) == (2, -10, "US")
+
+
+@needs_colin27
+def test_a_legacy_converted_images_window_and_rescale_reach_the_state(monkeypatch):
+    """The Legacy Converted image keeps its window and rescale in its functional groups: the
+    state has them where the sealed header keeps those groups (imaging/patient.py's
+    IMAGE_KEPT, made to keep them here until it does)."""
+    from mriscribe.imaging import patient
+    from mriscribe.pipeline import InputFile, analyze
+    from result_studies import SETTINGS, multiframe_bytes
+
+    groups = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+    monkeypatch.setattr(patient, "IMAGE_KEPT", (*patient.IMAGE_KEPT, *groups))
+    analysis = analyze([InputFile("frames.dcm", multiframe_bytes())], SETTINGS)
+    source = pydicom.dcmread(io.BytesIO(multiframe_bytes()))
+    (voi,) = source.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence
+    state = read(Rendering(analysis).artifact("dicom-pr").data)
+    (item,) = state.SoftcopyVOILUTSequence
+    assert (float(item.WindowCenter), float(item.WindowWidth)) == (
+        float(voi.WindowCenter),
+        float(voi.WindowWidth),
+    )
+    assert state.RescaleType == "US" and float(state.RescaleSlope) == 1.0
+
+
+def test_a_colour_image_gets_no_grayscale_presentation_state():
+    rendering = Rendering(pydicom_analysis("SC_rgb.dcm"))
+    with pytest.raises(OutputRefusedError, match="colour presentation state"):
+        rendering.artifact("dicom-pr")
 
 
 # --- the patient -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pydicom.sr.codedict import codes as dcm
 from pydicom.sr.coding import Code
 from pydicom.uid import Comprehensive3DSRStorage
 
+from dicom_files import dataset
 from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding
 from mriscribe.outputs import (
     OutputRefusedError,
@@ -60,6 +61,7 @@ from result_studies import (
     PATIENT,
     RIGHT_LOW,
     SPARSE_KEPT,
+    changed_analysis,
     estimated_analysis,
     multiframe_analysis,
     needs_colin27,
@@ -251,10 +253,12 @@ def test_a_preliminary_unverified_sr_in_a_new_series_of_the_source_study(name, t
         "UNVERIFIED",
     )
     assert "VerifyingObserverSequence" not in document
-    local = CREATED.astimezone()
+    # In the source's offset from UTC where it states one (MR_small.dcm: -0400), else local.
+    stated = source.first.get("TimezoneOffsetFromUTC")
+    local = CREATED.astimezone(datetime.strptime(stated, "%z").tzinfo if stated else None)
     assert document.ContentDate == local.strftime("%Y%m%d")
     assert document.ContentTime.startswith(local.strftime("%H%M%S"))
-    assert document.TimezoneOffsetFromUTC == local.strftime("%z")
+    assert document.get("TimezoneOffsetFromUTC") == stated
     assert document.Manufacturer == MANUFACTURER
     # Every analysed instance is evidence, and nothing else is.
     evidence = {instance for _study, _series, instance, _class in document.get_evidence()}
@@ -988,3 +992,39 @@ def test_a_24_slice_series_takes_well_under_a_tenth_of_a_second():
         rendering.artifact("dicom-sr")
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.1, times
+
+
+# A source's Specific Character Set, as it stated it: highdicom refuses misspelt and
+# multi-valued ones that a PACS still reads, so it is copied in, never given to highdicom. Every
+# result passes dciodvfy, but for the source's own value where that is not a code string.
+ODD_CHARACTER_SETS = [
+    "ISO_IR100",
+    "ISO-IR 100",
+    "ISO_IR 6",
+    "UTF-8",
+    ("ISO_IR 100", "ISO_IR 192"),
+    "ISO_IR 192",
+    ("ISO 2022 IR 6", "ISO 2022 IR 100"),
+]
+
+
+@pytest.mark.parametrize("character_set", ODD_CHARACTER_SETS, ids=str)
+@pytest.mark.parametrize("name", ["dicom-sr", "dicom-pr", "dicom-pdf"])
+def test_a_source_character_set_highdicom_does_not_know_is_copied_as_it_is(
+    name, character_set, tmp_path
+):
+    analysis = changed_analysis("MR_small.dcm", (("SpecificCharacterSet", character_set),))
+    data = Rendering(analysis, created=CREATED).artifact(name).data
+    result = pydicom.dcmread(io.BytesIO(data))
+    stated = result["SpecificCharacterSet"].value
+    assert (stated if isinstance(stated, str) else tuple(stated)) == character_set
+    assert str(result.PatientName) == str(dataset("MR_small.dcm").PatientName)
+    if not missing_tools():
+        path = tmp_path / "result.dcm"
+        path.write_bytes(data)
+        errors = dciodvfy(path).errors
+        if "-" in str(character_set):  # the source's own value is no code string: only that
+            errors = tuple(
+                e for e in errors if "(0x0008,0x0005)" not in e and "invalid data values" not in e
+            )
+        assert errors == ()

@@ -38,6 +38,7 @@ from result_studies import (
     RIGHT_LOW,
     SETTINGS,
     estimated_analysis,
+    mixed_analysis,
     needs_colin27,
     nifti_analysis,
     png_analysis,
@@ -440,6 +441,28 @@ def test_without_a_dicom_header_there_is_no_patient_study_or_order(study, versio
         assert secret not in text
     assert bundle.resources("Observation"), "the lesions are stated all the same"
     assert bundle.one("DiagnosticReport")["presentedForm"][0]["data"]
+
+
+@needs_colin27
+@pytest.mark.parametrize("version", ["R4B", "R5"])
+def test_images_without_a_patient_beside_a_dicom_patients_file_no_finding_under_him(version):
+    """A DICOM image of a patient and a PNG (no patient) in one upload: the PNG's tumour must
+    not be filed under the DICOM patient or study, so the bundle names neither, and says why."""
+    analysis = mixed_analysis()
+    rendering = Rendering(analysis, options={"fhir_version": version})
+    data = rendering.artifact("fhir").data
+    bundle = json.loads(data)
+    resources = [entry["resource"] for entry in bundle["entry"]]
+    assert not [r for r in resources if r["resourceType"] == "Patient"]
+    text = data.decode()
+    for absent in ('"subject"', '"basedOn"', "urn:oid:1.", '"effective', '"partOf"'):
+        assert absent not in text, absent
+    assert [r for r in resources if r["resourceType"] == "Observation"]
+    (report,) = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
+    assert "imagingStudy" not in report and "study" not in report
+    assert "names no patient, study or order" in report["text"]["div"]
+    if version == "R5":
+        assert any("names no patient" in note["text"] for note in report["note"])
 
 
 # --- privacy and refusals --------------------------------------------------------------------

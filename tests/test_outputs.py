@@ -12,7 +12,14 @@ import pytest
 import mriscribe.outputs as outputs
 from mriscribe.outputs import OutputRefusedError, Rendering, get_output, registry, render
 from mriscribe.render.results import results_json
-from result_studies import needs_colin27, png_analysis, pydicom_analysis, series_analysis
+from result_studies import (
+    changed_analysis,
+    needs_colin27,
+    png_analysis,
+    pydicom_analysis,
+    series_analysis,
+    two_patients_analysis,
+)
 
 EXPECTED = {"json", "pdf", "images", "dicom-sr", "dicom-pr", "dicom-pdf", "fhir"}
 MAGIC = {
@@ -226,6 +233,69 @@ def test_dates_are_local_and_a_naive_moment_is_utc():
     assert local.utcoffset() == naive.replace(tzinfo=UTC).astimezone().utcoffset()
     aware = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
     assert local_time(aware) == aware and local_time(aware).tzinfo is not None
+
+
+DICOM_OUTPUTS = ("dicom-sr", "dicom-pr", "dicom-pdf")
+
+
+@pytest.mark.parametrize("name", DICOM_OUTPUTS)
+def test_a_dicom_result_of_images_naming_two_patients_is_refused_without_naming_them(name):
+    rendering = Rendering(two_patients_analysis())
+    with pytest.raises(OutputRefusedError) as refused:
+        rendering.artifact(name)
+    message = str(refused.value)
+    assert "2 different patients" in message
+    assert not any(value in message for value in ("PAT-A", "PAT-B", "Alpha", "Beta"))
+
+
+def test_dicom_results_and_the_fhir_bundle_tell_patients_apart_alike():
+    from mriscribe.outputs.dicom_source import patient_key, refuse_several_patients
+
+    one = patient_key({"PatientID": "P-1 ", "PatientName": "A^B"})
+    assert one == patient_key({"PatientID": "P-1", "PatientName": "A^B"})
+    refuse_several_patients("x", [one, one, patient_key({})])  # one patient, one unnamed
+    with pytest.raises(OutputRefusedError):
+        refuse_several_patients("x", [one, patient_key({"PatientID": "P-2", "PatientName": "A^B"})])
+
+
+def _read(data: bytes):
+    import io
+
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("name", DICOM_OUTPUTS)
+@pytest.mark.parametrize("stated", ["+0100", "-0400", None])
+def test_a_result_keeps_the_sources_time_zone_and_states_none_it_did_not(name, stated):
+    """Timezone Offset From UTC applies to every date and time of an instance, the copied study
+    date and time included: a result states the source's (and its own times in it), or none
+    (its own times in the server's local time) where the source stated none."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    changes = (
+        ("TimezoneOffsetFromUTC", stated),
+        ("StudyDate", "20260101"),
+        ("StudyTime", "101500"),
+    )
+    created = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    rendering = Rendering(changed_analysis("MR_small.dcm", changes), created=created)
+    result = _read(rendering.artifact(name).data)
+    assert (result.StudyDate, result.StudyTime) == ("20260101", "101500")
+    if stated is None:
+        assert "TimezoneOffsetFromUTC" not in result
+        local = created.astimezone()
+    else:
+        assert result.TimezoneOffsetFromUTC == stated
+        hours = int(stated[1:3]) * (-1 if stated[0] == "-" else 1)
+        local = created.astimezone(timezone(timedelta(hours=hours)))
+    assert result.InstanceCreationDate == local.strftime("%Y%m%d")
+    assert result.InstanceCreationTime.startswith(local.strftime("%H%M%S"))
+    assert (result.SeriesDate, result.SeriesTime[:6]) == (
+        local.strftime("%Y%m%d"),
+        local.strftime("%H%M%S"),
+    )
 
 
 def test_one_lesion_name_for_every_output():

@@ -34,8 +34,9 @@ class Verdict:
 
 
 def _run(tool: str, command: list[str], error: re.Pattern[str]) -> Verdict:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    output = done.stdout + done.stderr
+    # The tools print header values (a patient name in its own character set) as bytes.
+    done = subprocess.run(command, capture_output=True, timeout=600, check=False)
+    output = (done.stdout + done.stderr).decode("utf-8", errors="replace")
     errors = tuple(line for line in output.splitlines() if error.search(line))
     return Verdict(tool, done.returncode, output, errors)
 

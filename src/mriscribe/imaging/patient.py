@@ -56,6 +56,8 @@ KEPT = (
     "NameOfPhysiciansReadingStudy",
     "ProcedureCodeSequence",
     "ReasonForPerformedProcedureCodeSequence",
+    # The source's time zone, which its study date and time are in
+    "TimezoneOffsetFromUTC",
     # Patient Study
     "AdmittingDiagnosesDescription",
     "PatientAge",
@@ -100,6 +102,9 @@ IMAGE_KEPT = (
     "ImageOrientationPatient",
     "SliceThickness",
     "BurnedInAnnotation",
+    # A multi-frame image's spacing, window and rescale live in its functional groups.
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
 )
 TEXT_KEPT = (
     "PatientName",

@@ -16,9 +16,9 @@ from mriscribe.outputs.dicom_source import (
     DicomSource,
     analysed_frames,
     image_reference,
-    local_time,
     new_instance,
     part10,
+    result_time,
 )
 
 SERIES_NUMBER = 9903
@@ -36,13 +36,11 @@ def even(data: bytes) -> bytes:
     return data + b"\x00" if len(data) % 2 else data
 
 
-def burned_in(source: DicomSource) -> str:
-    """Whether the PDF shows enough to identify the patient and the date the data were acquired
-    (PS3.3 C.24.2): render/pdf.py prints no name, identifier, birth, study or acquisition date
-    (only when the report was made), so "NO"; "YES" where a source header says its pixels carry
-    such text (once imaging/patient.py keeps BurnedInAnnotation: today no header has it)."""
-    said = {str(header.get("BurnedInAnnotation") or "").upper() for header in source.instances}
-    return "YES" if "YES" in said else "NO"
+# Whether the document shows enough to identify the patient (PS3.3 C.24.2.1): "YES", always.
+# render/pdf.py prints no name, identifier or birth date, but it prints the uploaded files'
+# names, which may name the patient (and it shows the images, whose pixels may carry such text):
+# de-identification pipelines rely on this attribute, so the answer is the conservative one.
+BURNED_IN = "YES"
 
 
 def source_instances(source: DicomSource) -> list[Dataset]:
@@ -65,9 +63,9 @@ def encapsulated_pdf(rendering: Rendering, source: DicomSource, pdf: bytes) -> D
     )
     document.ConversionType = CONVERSION_TYPE
     # When the data in the document were made: the analysis (the PDF's "Generated" time).
-    generated = local_time(rendering.analysis.timestamp)
+    generated = result_time(rendering.analysis.timestamp, source)
     document.AcquisitionDateTime = DT(generated.strftime("%Y%m%d%H%M%S.%f%z"))
-    document.BurnedInAnnotation = burned_in(source)
+    document.BurnedInAnnotation = BURNED_IN
     document.DocumentTitle = DOCUMENT_TITLE
     code = DIAGNOSTIC_IMAGING_STUDY.dicom()
     document.ConceptNameCodeSequence = [

@@ -23,19 +23,20 @@ from pydicom.dataset import Dataset
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
 from pydicom.valuerep import DA, TM
 
-from mriscribe.analysis import Analysis, MeasuredFinding
-from mriscribe.outputs.base import Artifact, Rendering
+from mriscribe.analysis import Analysis, ImageResult, MeasuredFinding
+from mriscribe.outputs.base import Artifact, OutputRefusedError, Rendering
 from mriscribe.outputs.dicom_source import (
     DicomSource,
     SourceImage,
     analysed_frames,
     image_reference,
-    local_time,
     new_instance,
     part10,
+    result_time,
 )
 from mriscribe.report.facts import LesionFact, is_negative_class
 
+OUTPUT_NAME = "dicom-pr"
 SERIES_NUMBER = 9902
 CONTENT_LABEL = "MRISCRIBE"
 UNVERIFIED = "Preliminary machine read, unverified"
@@ -214,13 +215,32 @@ def referenced_series(source: DicomSource) -> list[Dataset]:
     return items
 
 
+def image_spacing(image: ImageResult) -> tuple[float, float] | None:
+    """The analysed image's own pixel spacing (row, column; mm), the one its sizes were made
+    with, where it was stated (the decoder read PixelSpacing, or a multi-frame file's Pixel
+    Measures functional group): two positive finite values; None where the configured default
+    was used or it is malformed."""
+    if image.spacing_estimated:
+        return None
+    try:
+        values = tuple(float(v) for v in image.spacing_mm)
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
+        return None
+    return values[0], values[1]
+
+
 def displayed_areas(source: DicomSource) -> list[Dataset]:
     """Displayed Area: each whole image, scaled to fit; with its pixel spacing where the
-    source states one (else square pixels). One item per size and spacing, referencing its
-    images where there are several."""
-    groups: dict[tuple[int, int, tuple[float, ...]], list[Dataset]] = defaultdict(list)
+    analysis knew one from the image (:func:`image_spacing`; else square pixels). One item per
+    size and spacing, referencing its images where there are several."""
+    spacing_of: dict[str, tuple[float, float] | None] = {}
+    for image in source.images:
+        spacing_of.setdefault(image.sop_instance_uid, image_spacing(image.image))
+    groups: dict[tuple[int, int, tuple[float, float] | None], list[Dataset]] = defaultdict(list)
     for header in source.instances:
-        spacing = tuple(float(v) for v in header.get("PixelSpacing") or ())
+        spacing = spacing_of.get(str(header.SOPInstanceUID))
         groups[(int(header.Columns), int(header.Rows), spacing)].append(header)
     items = []
     for (columns, rows, spacing), headers in groups.items():
@@ -230,7 +250,7 @@ def displayed_areas(source: DicomSource) -> list[Dataset]:
         item.DisplayedAreaTopLeftHandCorner = [1, 1]
         item.DisplayedAreaBottomRightHandCorner = [columns, rows]
         item.PresentationSizeMode = "SCALE TO FIT"
-        if len(spacing) == 2 and min(spacing) > 0:
+        if spacing is not None:
             item.PresentationPixelSpacing = list(spacing)
         else:
             item.PresentationPixelAspectRatio = [1, 1]
@@ -250,14 +270,65 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# Where an enhanced or legacy-converted multi-frame image keeps its window and rescale: the
+# functional group macros (PS3.3 C.7.6.16), shared by every frame or per frame.
+_GROUPS = {
+    "WindowCenter": "FrameVOILUTSequence",
+    "WindowWidth": "FrameVOILUTSequence",
+    "VOILUTFunction": "FrameVOILUTSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+    "RescaleType": "PixelValueTransformationSequence",
+}
+
+
+def frame_value(header: Dataset, frame: int | None, keyword: str) -> object:
+    """An image attribute of one frame: the header's own, else (a multi-frame image) the
+    Shared, then the frame's Per-Frame Functional Groups' macro holding it; None where none
+    states it."""
+    if keyword in header:
+        return header.get(keyword)
+    macro = _GROUPS.get(keyword)
+    if macro is None:
+        return None
+    groups = []
+    for group_keyword, index in (
+        ("SharedFunctionalGroupsSequence", 0),
+        ("PerFrameFunctionalGroupsSequence", (frame or 1) - 1),
+    ):
+        sequence = header.get(group_keyword)
+        if sequence is not None and 0 <= index < len(sequence):
+            groups.append(sequence[index])
+    for group in groups:
+        items = group.get(macro)
+        if items and keyword in items[0]:
+            return items[0].get(keyword)
+    return None
+
+
+def _frames(source: DicomSource) -> list[tuple[Dataset, int | None]]:
+    """Every analysed image as (its instance's header, its frame), instance by instance."""
+    frames = analysed_frames(source)
+    return [
+        (header, frame)
+        for header in source.instances
+        for frame in frames.get(str(header.SOPInstanceUID)) or [None]
+    ]
+
+
+def _rescale(header: Dataset, frame: int | None) -> tuple[float | None, float | None, str]:
+    return (
+        _number(frame_value(header, frame, "RescaleSlope")),
+        _number(frame_value(header, frame, "RescaleIntercept")),
+        str(frame_value(header, frame, "RescaleType") or ""),
+    )
+
+
 def add_modality_lut(instance: Dataset, source: DicomSource) -> bool:
-    """The source's rescale, where every instance states the same one (a presentation state
-    has one Modality LUT for all its images). False where they differ: no one window then
-    means the same on every image."""
-    rescales = {
-        (_number(h.get("RescaleSlope")), _number(h.get("RescaleIntercept")), h.get("RescaleType"))
-        for h in source.instances
-    }
+    """The source's rescale (a multi-frame image's from its functional groups), where every
+    analysed image states the same one (a presentation state has one Modality LUT for all its
+    images). False where they differ: no one window then means the same on every image."""
+    rescales = {_rescale(header, frame) for header, frame in _frames(source)}
     if len(rescales) > 1:
         return False
     slope, intercept, rescale_type = rescales.pop()
@@ -268,14 +339,15 @@ def add_modality_lut(instance: Dataset, source: DicomSource) -> bool:
     return True
 
 
-def window(header: Dataset) -> tuple[float, float, str] | None:
-    """The header's first window (centre, width, VOI LUT function) where the decoder shows the
-    image through it (imaging/dicom.py: finite, a function it knows or else LINEAR, a width the
-    function allows), else None."""
-    centre, width = _number(header.get("WindowCenter")), _number(header.get("WindowWidth"))
+def window(header: Dataset, frame: int | None = None) -> tuple[float, float, str] | None:
+    """The image's first window (centre, width, VOI LUT function; a multi-frame image's from
+    its functional groups) where the decoder shows the image through it (imaging/dicom.py:
+    finite, a function it knows or else LINEAR, a width the function allows), else None."""
+    centre = _number(frame_value(header, frame, "WindowCenter"))
+    width = _number(frame_value(header, frame, "WindowWidth"))
     if centre is None or width is None:
         return None
-    function = str(header.get("VOILUTFunction") or "").strip().upper()
+    function = str(frame_value(header, frame, "VOILUTFunction") or "").strip().upper()
     if function not in VOI_FUNCTIONS:
         function = "LINEAR"
     usable = width >= 1 if function == "LINEAR" else width > 0
@@ -283,21 +355,22 @@ def window(header: Dataset) -> tuple[float, float, str] | None:
 
 
 def voi_items(source: DicomSource) -> list[Dataset]:
-    """Softcopy VOI LUT: each instance's own window, the one the decoder showed the detector;
-    an item per distinct window, naming its images unless it is every image's. An instance
-    without a usable window gets none (the viewer's default)."""
-    windows: dict[tuple[float, float, str], list[Dataset]] = defaultdict(list)
-    for header in source.instances:
-        found = window(header)
+    """Softcopy VOI LUT: each image's own window, the one the decoder showed the detector; an
+    item per distinct window, naming its images (and frames) unless it is every image's. An
+    image without a usable window gets none (the viewer's default)."""
+    images = _frames(source)
+    windows: dict[tuple[float, float, str], dict[str, list[int | None]]] = defaultdict(dict)
+    headers = {str(header.SOPInstanceUID): header for header in source.instances}
+    for header, frame in images:
+        found = window(header, frame)
         if found is not None:
-            windows[found].append(header)
-    frames = analysed_frames(source)
+            windows[found].setdefault(str(header.SOPInstanceUID), []).append(frame)
     items = []
     for (centre, width, function), members in windows.items():
         item = Dataset()
-        if len(members) < len(source.instances):
+        if sum(len(frames) for frames in members.values()) < len(images):
             item.ReferencedImageSequence = [
-                image_reference(h, frames[str(h.SOPInstanceUID)]) for h in members
+                image_reference(headers[uid], frames) for uid, frames in members.items()
             ]
         item.WindowCenter = centre
         item.WindowWidth = width
@@ -315,7 +388,16 @@ def presentation_lut_shape(source: DicomSource) -> str:
 
 
 def presentation_state(rendering: Rendering, source: DicomSource) -> Dataset:
-    """The GSPS of ``rendering``'s analysis on ``source``'s instances."""
+    """The GSPS of ``rendering``'s analysis on ``source``'s instances; OutputRefusedError
+    where a source image is in colour (a grayscale presentation state is for one sample per
+    pixel: PS3.3 A.33.1)."""
+    if any(_samples(header) != 1 for header in source.instances):
+        raise OutputRefusedError(
+            OUTPUT_NAME,
+            "the study holds colour images (more than one sample per pixel): colour images "
+            "need a colour presentation state, which mriscribe does not make (the DICOM SR "
+            "and the encapsulated PDF work for them)",
+        )
     analysis = rendering.analysis
     instance = new_instance(
         rendering,
@@ -327,7 +409,7 @@ def presentation_state(rendering: Rendering, source: DicomSource) -> Dataset:
         series_description=SERIES_DESCRIPTION,
     )
     instance.BodyPartExamined = str(source.first.get("BodyPartExamined") or BODY_PART)
-    created = local_time(rendering.created)
+    created = result_time(rendering.created, source)
     # Presentation State Identification
     instance.ContentLabel = CONTENT_LABEL
     instance.ContentDescription = UNVERIFIED
@@ -356,9 +438,16 @@ def presentation_state(rendering: Rendering, source: DicomSource) -> Dataset:
     return instance
 
 
+def _samples(header: Dataset) -> int:
+    try:
+        return int(header.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        return 0
+
+
 @dataclass(frozen=True)
 class PresentationState:
-    name: str = "dicom-pr"
+    name: str = OUTPUT_NAME
     summary: str = (
         "DICOM presentation state (GSPS): the boxes and labels drawn by any PACS viewer on the "
         "source images"

@@ -9,20 +9,23 @@ header dataset (patient, study, image attributes; no pixels) that highdicom can 
 It also holds what every DICOM result does alike: a new instance in a new series of the source
 study (:func:`new_instance`) with the source's Patient and Study modules copied as the file
 stated them (:func:`copy_patient_and_study`, one keyword list for every result), dates and times
-in the server's time zone (:func:`local_time`), image references naming their frames
-(:func:`image_reference`, :func:`analysed_frames`), the device's UID (:func:`device_uid`) and
-the file (:func:`part10`).
+in the source's Timezone Offset From UTC where it states one, else the server's local time
+without an offset (:func:`result_time`, :func:`copy_offset`), one patient
+(:func:`patient_key`, :func:`refuse_several_patients`, which the FHIR bundle shares), image
+references naming their frames (:func:`image_reference`, :func:`analysed_frames`), the
+device's UID (:func:`device_uid`) and the file (:func:`part10`).
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 
 from highdicom.base import SOPClass
@@ -52,6 +55,27 @@ TYPE_2 = (
     "StudyID",
     "AccessionNumber",
 )
+# What names a patient: images whose headers differ in any of these (and state any) are of
+# different patients. The DICOM results and the FHIR bundle refuse them alike.
+PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex")
+
+
+def patient_key(details: Mapping[str, object] | Dataset) -> tuple[str, ...]:
+    """The patient an image's header names (PATIENT_KEYS, as text; all empty where it names
+    none)."""
+    return tuple(str(details.get(name, "") or "").strip() for name in PATIENT_KEYS)
+
+
+def refuse_several_patients(output: str, keys: Iterable[tuple[str, ...]]) -> None:
+    """OutputRefusedError when the images' ``keys`` (:func:`patient_key`) name more than one
+    patient (images naming none are not counted); the message names no value."""
+    named = {key for key in keys if any(key)}
+    if len(named) > 1:
+        raise OutputRefusedError(
+            output,
+            f"the images name {len(named)} different patients in their DICOM headers; a "
+            "report is about one patient: send one patient's study at a time",
+        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,7 @@ def _source(rendering: Rendering, output: str) -> DicomSource:
             f"the images come from {len(studies)} DICOM studies; a DICOM result belongs to one "
             "study: send one study at a time",
         )
+    refuse_several_patients(output, (patient_key(header) for header in instances.values()))
     return DicomSource(studies.pop(), tuple(made), tuple(instances.values()))
 
 
@@ -241,9 +266,44 @@ def copy_patient_and_study(header: Dataset, dataset: Dataset) -> None:
 
 def local_time(moment: datetime) -> datetime:
     """``moment`` in the server's time zone (a naive one is taken to be UTC, as render/pdf.py
-    takes it): every DICOM result states its dates and times so, with Timezone Offset From
-    UTC."""
+    takes it)."""
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone()
+
+
+_OFFSET = re.compile(r"([+-])(\d\d)(\d\d)")
+
+
+def stated_offset(header: Dataset) -> timezone | None:
+    """The source's Timezone Offset From UTC (&ZZXX) where it states a valid one, else None."""
+    match = _OFFSET.fullmatch(str(header.get("TimezoneOffsetFromUTC") or "").strip())
+    if match is None:
+        return None
+    sign, hours, minutes = match.groups()
+    delta = timedelta(hours=int(hours), minutes=int(minutes))
+    if delta > timedelta(hours=14) or int(minutes) >= 60:
+        return None
+    return timezone(-delta if sign == "-" else delta)
+
+
+def result_time(moment: datetime, source: DicomSource) -> datetime:
+    """``moment`` as a DICOM result of ``source`` states its dates and times: in the offset
+    the source header states (Timezone Offset From UTC applies to every date and time of an
+    instance, the copied study date and time included, so a result keeps the source's), else
+    in the server's time zone (and the result states no offset, as the source did not)."""
+    offset = stated_offset(source.first)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(offset) if offset is not None else aware.astimezone()
+
+
+def copy_offset(source: DicomSource, dataset: Dataset) -> None:
+    """The source's Timezone Offset From UTC into ``dataset``, where it states a valid one
+    (see :func:`result_time`); else none, so that no offset is applied to the source's study
+    date and time, which it did not state one for."""
+    if "TimezoneOffsetFromUTC" in dataset:
+        del dataset.TimezoneOffsetFromUTC
+    offset = stated_offset(source.first)
+    if offset is not None:
+        dataset.TimezoneOffsetFromUTC = datetime.now(offset).strftime("%z")
 
 
 def new_instance(
@@ -259,9 +319,10 @@ def new_instance(
     """A new instance in a new series of the source study: its UIDs the rendering's for
     ``purpose`` and "``purpose`` series", the patient and study copied from the source (type 2
     attributes empty where it states none, nothing else added), our equipment, and every date
-    and time the rendering's ``created`` (local time, with the offset from UTC)."""
+    and time the rendering's ``created`` (:func:`result_time`: in the source's offset from UTC
+    where it states one, kept; else in the server's local time, without one)."""
     first = source.first
-    created = local_time(rendering.created)
+    created = result_time(rendering.created, source)
     instance = SOPClass(
         study_instance_uid=source.study_uid,
         series_instance_uid=rendering.uid(f"{purpose} series"),
@@ -275,9 +336,11 @@ def new_instance(
         software_versions=software_versions(),
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=series_description,
-        series_date=DA(created.date()),
-        series_time=TM(created.time()),
     )
+    # Set here, not given to highdicom: it checks them against its own content time (now, in
+    # the server's zone), which a time in the source's offset may be later than.
+    instance.SeriesDate = DA(created.date())
+    instance.SeriesTime = TM(created.time())
     if "SpecificCharacterSet" in first:
         instance.add(copy.deepcopy(first["SpecificCharacterSet"]))
     copy_patient_and_study(first, instance)
@@ -286,7 +349,7 @@ def new_instance(
     if "ContentDate" in instance:  # where the IOD has one (highdicom set it to its now)
         instance.ContentDate = DA(created.date())
         instance.ContentTime = TM(created.time())
-    instance.TimezoneOffsetFromUTC = created.strftime("%z")
+    copy_offset(source, instance)
     return instance
 
 

@@ -35,11 +35,13 @@ What the document holds, and why:
   UNVERIFIED: no radiologist has read it.
 - The Patient and Study modules are copied from the source header as they are: nothing is
   invented, and a Type 2 attribute the source lacks stays empty. highdicom never sees the
-  patient's values (its checks would put them in a log line or a warning): it gets the first
-  instance without them, and they are copied in afterwards.
+  patient's values (its checks would put them in a log line or a warning) nor the character
+  set (it refuses one it does not know): it gets the first instance without them, and they
+  are copied in afterwards.
 - A new series, number 9901 (SERIES_NUMBER: after any scanner's series, so it sorts last),
-  instance 1; content date and time are the rendering's ``created`` in the server's time zone,
-  with its offset from UTC (Timezone Offset From UTC), as the presentation state states them.
+  instance 1; content date and time are the rendering's ``created`` in the source's Timezone
+  Offset From UTC where it states one (kept), else in the server's local time without an
+  offset (dicom_source.result_time), as the presentation state and encapsulated PDF do.
 
 Speed: highdicom builds the document (its header modules, evidence, flags, equipment) and
 pydicom writes the file, but the content tree is encoded by :mod:`mriscribe.outputs.sr_content`
@@ -50,6 +52,7 @@ with highdicom and run dciodvfy, dsrdump and PixelMed on it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,10 +72,11 @@ from mriscribe.outputs.dicom_source import (
     DicomSource,
     SourceImage,
     algorithm_parameters,
+    copy_offset,
     copy_patient_and_study,
     device_uid,
-    local_time,
     part10,
+    result_time,
     software_versions,
 )
 from mriscribe.outputs.sr_content import (
@@ -137,7 +141,7 @@ class _Document(hd.sr.Comprehensive3DSR):
 def _document(rendering: Rendering, source: DicomSource) -> Dataset:
     """The SR's header modules, evidence (every source instance), flags and equipment; its
     content is attached by :func:`build_sr`."""
-    created = local_time(rendering.created)
+    created = result_time(rendering.created, source)
     local = created.replace(tzinfo=None)
     root = ContainerContentItem(name=codes.IMAGING_MEASUREMENT_REPORT.dicom(), template_id="1500")
     root.ContentSequence = ContentSequence(
@@ -172,8 +176,10 @@ def _document(rendering: Rendering, source: DicomSource) -> Dataset:
     document.CompletionFlagDescription = COMPLETION
     document.InstanceCreationDate = DA(local.date())
     document.InstanceCreationTime = TM(local.time())
-    document.TimezoneOffsetFromUTC = created.strftime("%z")
+    if "SpecificCharacterSet" in source.first:
+        document.add(copy.deepcopy(source.first["SpecificCharacterSet"]))
     copy_patient_and_study(source.first, document)
+    copy_offset(source, document)
     return document
 
 
@@ -190,11 +196,12 @@ def _processing_equipment(created: datetime) -> hd.ContributingEquipment:
 
 
 def _identity_free(header: Dataset) -> Dataset:
-    """The first instance as highdicom is shown it: UIDs and character set, and the patient and
-    study attributes it reads (TYPE_2), empty (the real ones are copied in afterwards)."""
+    """The first instance as highdicom is shown it: UIDs, and the patient and study attributes
+    it reads (TYPE_2), empty (the real ones are copied in afterwards). No character set: the
+    source's is copied in afterwards too, as it stated it (highdicom refuses the ones it does
+    not know, a misspelt or multi-valued one a PACS still reads)."""
     bare = Dataset()
     for keyword in (
-        "SpecificCharacterSet",
         "SOPClassUID",
         "SOPInstanceUID",
         "StudyInstanceUID",

@@ -30,7 +30,9 @@ What the bundle holds:
   issuer, when stated, as ``assigner.display``, since a DICOM issuer is a local name, not the URI
   ``system`` needs), the name (DICOM PN family^given^middle^prefix^suffix), birth date and
   gender (M/F/O); nothing else, nothing invented. PNG, JPEG, TIFF and NIfTI sources give a
-  bundle without Patient, study or order references.
+  bundle without Patient, study or order references; so does an upload that mixes them (or
+  DICOM images naming no patient) with DICOM images of a patient, and its report says why
+  (MIXED_NOTE): an anonymous image's findings are never filed under another image's patient.
 
 Choices:
 
@@ -90,7 +92,7 @@ from mriscribe.analysis import Analysis
 from mriscribe.imaging.patient import FHIR_READER
 from mriscribe.outputs import codes
 from mriscribe.outputs.base import Artifact, OutputRefusedError, Rendering
-from mriscribe.outputs.dicom_source import MANUFACTURER
+from mriscribe.outputs.dicom_source import MANUFACTURER, patient_key, refuse_several_patients
 from mriscribe.report.facts import LesionFact
 from mriscribe.report.wording import study_result
 
@@ -117,7 +119,11 @@ ESTIMATED_NOTE = (
     "Sizes are estimates: the source stated no pixel spacing, so the configured default was used."
 )
 _GENDERS = {"M": "male", "F": "female", "O": "other"}
-_PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex")
+MIXED_NOTE = (
+    "The images do not all come from DICOM files naming the same patient (some are of another "
+    "format or name no patient), so this report names no patient, study or order: the "
+    "findings of images without a patient must not be filed under one."
+)
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,7 @@ class Context:
     study_dates: tuple[date, ...]
     accessions: tuple[str, ...]
     image_studies: Mapping[int, str]
+    mixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -304,8 +311,14 @@ class _Ids:
 
 def _context(analysis: Analysis) -> Context:
     """The sealed DICOM details of the analysed images: one patient at most (several refuse),
-    their studies, study dates and accession numbers."""
+    their studies, study dates and accession numbers. An upload that mixes images of a
+    DICOM patient with images without one (another format, or a header naming no patient), or
+    DICOM images with images of another format, is ``mixed``: its context is empty (no
+    patient, study, date or order), since the findings of an image without a patient must not
+    be filed under another image's patient or study."""
     patients: dict[tuple[str, ...], Mapping[str, str]] = {}
+    keys: list[tuple[str, ...]] = []
+    kinds: set[str] = set()  # "other" format, "anonymous" DICOM, "named" DICOM
     studies: dict[str, None] = {}
     dates: dict[date, None] = {}
     accessions: dict[str, None] = {}
@@ -313,14 +326,18 @@ def _context(analysis: Analysis) -> Context:
     for image in analysis.images:
         source = image.slice.source
         if source is None or source.format != "DICOM":
+            kinds.add("other")
             continue
         if source.study_uid:
             studies[source.study_uid] = None
             image_studies[image.number] = source.study_uid
         if not source.patient:
+            kinds.add("anonymous")
             continue
         details = source.patient.open(FHIR_READER)
-        key = tuple(details.get(name, "") for name in _PATIENT_KEYS)
+        key = patient_key(details)
+        keys.append(key)
+        kinds.add("named" if any(key) else "anonymous")
         if any(key):
             patients.setdefault(key, details)
         study_date = _dicom_date(details.get("StudyDate", ""))
@@ -328,12 +345,9 @@ def _context(analysis: Analysis) -> Context:
             dates[study_date] = None
         if details.get("AccessionNumber"):
             accessions[details["AccessionNumber"]] = None
-    if len(patients) > 1:
-        raise OutputRefusedError(
-            OUTPUT_NAME,
-            f"the images name {len(patients)} different patients in their DICOM headers; a "
-            "report is about one patient: send one patient's study at a time",
-        )
+    refuse_several_patients(OUTPUT_NAME, keys)
+    if len(kinds) > 1:
+        return Context(None, (), (), (), {}, mixed=True)
     return Context(
         patient=next(iter(patients.values()), None),
         studies=tuple(studies),
@@ -588,11 +602,14 @@ def _report(
     presented_form: Json,
     results: Sequence[str],
 ) -> Json:
-    """The preliminary DiagnosticReport: conclusion, codes and the PDF."""
+    """The preliminary DiagnosticReport: conclusion, codes and the PDF; its notes say it is a
+    preliminary machine read, and why it names no patient or study where the upload mixed
+    images with and without one (``Context.mixed``)."""
+    notes = (PRELIMINARY_NOTE, MIXED_NOTE) if context.mixed else (PRELIMINARY_NOTE,)
     report: Json = {
         "resourceType": "DiagnosticReport",
         "meta": {"security": [codes.AI_ASSERTED.fhir()]},
-        "text": {"status": "additional", "div": _narrative(PRELIMINARY_NOTE)},
+        "text": {"status": "additional", "div": _narrative(*notes)},
     }
     if shared.orders:
         report["basedOn"] = shared.orders
@@ -613,7 +630,7 @@ def _report(
     if results:
         report["result"] = [_ref(url) for url in results]
     if version.r5:
-        report["note"] = [{"text": PRELIMINARY_NOTE}]
+        report["note"] = [{"text": note} for note in notes]
     impression = analysis.report.sections.get("IMPRESSION", "").strip()
     if impression:
         report["conclusion"] = impression
@@ -715,9 +732,12 @@ def _effective(dates: Sequence[date]) -> Json:
     return {"effectivePeriod": {"start": dates[0].isoformat(), "end": dates[-1].isoformat()}}
 
 
-def _narrative(text: str) -> str:
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{escaped}</p></div>'
+def _narrative(*texts: str) -> str:
+    paragraphs = "".join(
+        "<p>" + text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</p>"
+        for text in texts
+    )
+    return f'<div xmlns="http://www.w3.org/1999/xhtml">{paragraphs}</div>'
 
 
 def _aware(moment: datetime) -> datetime:

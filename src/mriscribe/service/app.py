@@ -266,7 +266,7 @@ def _add_result_routes(
         description="A Bundle with a preliminary DiagnosticReport (the PDF as its presented "
         "form) and an Observation per lesion, after the HL7 DICOM SR to FHIR mapping. Works "
         "for every image format; Patient and ImagingStudy references where the source (DICOM) "
-        "has them.",
+        "has them. 422 when the images name more than one patient.",
         response_class=Response,
         responses={
             200: {
@@ -274,6 +274,7 @@ def _add_result_routes(
                 "description": "the FHIR Bundle",
             },
             **errors,
+            **refused,
         },
         dependencies=guard.dependencies("analyze"),
         openapi_extra={"requestBody": UPLOAD_BODY},

@@ -250,7 +250,7 @@ _ERRORS: dict[int, str] = {
     413: "over a limit: bytes per file or request, images, pixels, decoded data",
     415: "content in no supported format",
     422: "the result asked for cannot be made from these images: DICOM results need DICOM "
-    "images of one study (the message says why)",
+    "images of one study and one patient, FHIR images of one patient (the message says why)",
     429: "over a rate limit (per key or per client address); Retry-After says when to retry",
     500: "an unexpected failure, logged under the request id the answer names",
     503: "not ready (the model is loading), too busy, or the rate-limit store is unavailable; "
