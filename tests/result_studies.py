@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import warnings
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -263,3 +264,20 @@ def mixed_analysis() -> Analysis:
     return _analyze_quietly(
         [InputFile("a.dcm", to_bytes(ds)), InputFile("other.png", buffer.getvalue())]
     )
+
+
+# The DICOM results' test studies by name, and which need Colin27.
+DICOM_STUDIES: dict[str, Callable[[], Analysis]] = {
+    "one lesion": lambda: series_analysis(),
+    "two lesions": lambda: series_analysis((LEFT, RIGHT_LOW)),
+    "negative": lambda: series_analysis(()),
+    "estimated": lambda: estimated_analysis(),
+    "24 frames": lambda: multiframe_analysis(),
+    "MR_small": lambda: pydicom_analysis("MR_small.dcm"),
+    "multi-frame": lambda: pydicom_analysis("emri_small.dcm"),
+    "no spacing": lambda: pydicom_analysis(drop_spacing=True),
+}
+COLIN27_STUDIES = {"one lesion", "two lesions", "negative", "estimated", "24 frames"}
+# What the test series' headers say about the patient (PATIENT, less the values too short to
+# tell apart from other text): none of it may reach a log line.
+SECRETS = ("Testperson", "Fictional", "FICT-0042", "19700101", "ACC-TEST-7", "Doctor")

@@ -8,7 +8,6 @@ import io
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -19,16 +18,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import EncapsulatedPDFStorage
 
 from dicom_files import dataset
-from mriscribe.analysis import Analysis
 from mriscribe.outputs import OutputRefusedError, Rendering, get_output, registry
 from mriscribe.outputs.dicom_pdf import SERIES_NUMBER, even
 from mriscribe.outputs.dicom_source import patient_and_study_keywords
 from result_studies import (
-    LEFT,
+    COLIN27_STUDIES,
+    DICOM_STUDIES,
     PATIENT,
-    RIGHT_LOW,
-    estimated_analysis,
-    multiframe_analysis,
+    SECRETS,
     needs_colin27,
     nifti_analysis,
     no_birth_date_analysis,
@@ -38,20 +35,7 @@ from result_studies import (
 )
 from validators import dciodvfy
 
-STUDIES: dict[str, Callable[[], Analysis]] = {
-    "one lesion": lambda: series_analysis(),
-    "two lesions": lambda: series_analysis((LEFT, RIGHT_LOW)),
-    "negative": lambda: series_analysis(()),
-    "estimated": estimated_analysis,
-    "24 frames": multiframe_analysis,
-    "MR_small": lambda: pydicom_analysis("MR_small.dcm"),
-    "multi-frame": lambda: pydicom_analysis("emri_small.dcm"),
-    "no spacing": lambda: pydicom_analysis(drop_spacing=True),
-}
-COLIN27_STUDIES = {"one lesion", "two lesions", "negative", "estimated", "24 frames"}
-# What the test series' headers say about the patient (result_studies.PATIENT, less the values
-# too short to tell apart from other text): none of it may reach a log line.
-SECRETS = ("Testperson", "Fictional", "FICT-0042", "19700101", "ACC-TEST-7", "Doctor")
+STUDIES = DICOM_STUDIES
 needs_dciodvfy = pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dciodvfy missing: make install"
 )

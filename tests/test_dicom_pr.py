@@ -9,7 +9,7 @@ import io
 import logging
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -35,11 +35,11 @@ from mriscribe.outputs.dicom_pr import (
 from mriscribe.outputs.dicom_source import DicomSource, patient_and_study_keywords
 from mriscribe.report.facts import is_negative_class
 from result_studies import (
-    LEFT,
+    COLIN27_STUDIES,
+    DICOM_STUDIES,
     PATIENT,
-    RIGHT_LOW,
+    SECRETS,
     changed_analysis,
-    estimated_analysis,
     multiframe_analysis,
     needs_colin27,
     nifti_analysis,
@@ -52,20 +52,7 @@ from result_studies import (
 )
 from validators import dciodvfy, dcmpschk
 
-STUDIES: dict[str, Callable[[], Analysis]] = {
-    "one lesion": lambda: series_analysis(),
-    "two lesions": lambda: series_analysis((LEFT, RIGHT_LOW)),
-    "negative": lambda: series_analysis(()),
-    "estimated": estimated_analysis,
-    "24 frames": multiframe_analysis,
-    "MR_small": lambda: pydicom_analysis("MR_small.dcm"),
-    "multi-frame": lambda: pydicom_analysis("emri_small.dcm"),
-    "no spacing": lambda: pydicom_analysis(drop_spacing=True),
-}
-COLIN27_STUDIES = {"one lesion", "two lesions", "negative", "estimated", "24 frames"}
-# What the test series' headers say about the patient (result_studies.PATIENT, less the values
-# too short to tell apart from other text): none of it may reach a log line.
-SECRETS = ("Testperson", "Fictional", "FICT-0042", "19700101", "ACC-TEST-7", "Doctor")
+STUDIES = DICOM_STUDIES
 needs_validators = pytest.mark.skipif(
     shutil.which("dciodvfy") is None or shutil.which("dcmpschk") is None,
     reason="dciodvfy or dcmpschk missing: make install",

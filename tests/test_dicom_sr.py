@@ -57,13 +57,13 @@ from mriscribe.render.results import results_json
 from mriscribe.report.facts import FindingFact, ImageFacts, LesionFact
 from mriscribe.report.wording import study_result as impression_result
 from result_studies import (
+    COLIN27_STUDIES,
+    DICOM_STUDIES,
     LEFT,
     PATIENT,
     RIGHT_LOW,
     SPARSE_KEPT,
     changed_analysis,
-    estimated_analysis,
-    multiframe_analysis,
     needs_colin27,
     nifti_analysis,
     png_analysis,
@@ -75,18 +75,11 @@ from result_studies import (
 from validators import dciodvfy, dsrdump, missing_tools, pixelmed_sr
 
 STUDIES: dict[str, Callable[[], Analysis]] = {
-    "one lesion": lambda: series_analysis(),
-    "two lesions": lambda: series_analysis((LEFT, RIGHT_LOW)),
-    "negative": lambda: series_analysis(()),
-    "estimated": estimated_analysis,
-    "24 frames": multiframe_analysis,
-    "MR_small": lambda: pydicom_analysis("MR_small.dcm"),
-    "multi-frame": lambda: pydicom_analysis("emri_small.dcm"),
-    "no spacing": lambda: pydicom_analysis(drop_spacing=True),
+    **DICOM_STUDIES,
     "CT meningioma": lambda: pydicom_analysis("CT_small.dcm"),
     "no finding": sparse_analysis,
 }
-COLIN27 = {"one lesion", "two lesions", "negative", "estimated", "24 frames"}
+COLIN27 = COLIN27_STUDIES
 WITH_LESIONS = ("one lesion", "two lesions", "estimated", "24 frames", "CT meningioma")
 CREATED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 needs_validators = pytest.mark.skipif(
