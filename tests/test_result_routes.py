@@ -186,3 +186,50 @@ def test_the_api_documents_the_result_routes(live_server):
     assert "422" in dicom["responses"]
     fhir = document["paths"]["/analyze-fhir"]["post"]
     assert "application/fhir+json" in fhir["responses"]["200"]["content"]
+
+
+def _tracking_uids(sr: pydicom.Dataset) -> set[str]:
+    """The SR's tracking unique identifiers (DCM 112040), anywhere in its content."""
+    found: set[str] = set()
+    items = list(sr.ContentSequence)
+    while items:
+        item = items.pop()
+        if item.ValueType == "UIDREF" and item.ConceptNameCodeSequence[0].CodeValue == "112040":
+            found.add(str(item.UID))
+        items.extend(item.get("ContentSequence", []))
+    return found
+
+
+def test_analyze_outputs_makes_named_outputs_of_one_analysis(live_server, series_folder):
+    response = httpx.post(
+        f"{live_server}/analyze-outputs?outputs=dicom-sr&outputs=fhir&outputs=json"
+        "&report_engine=template",
+        files=_upload(series_folder),
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("multipart/mixed; boundary=")
+    head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        head + response.content
+    )
+    parts = {part.get_filename(): part.get_payload(decode=True) for part in message.iter_parts()}
+    assert set(parts) == {"sr.dcm", "fhir-bundle.json", "results.json"}
+    sr_uids = _tracking_uids(_read(parts["sr.dcm"]))
+    bundle = BundleR4B.model_validate_json(parts["fhir-bundle.json"])
+    fhir_uids = {
+        identifier.value.removeprefix("urn:oid:")
+        for entry in bundle.entry
+        if entry.resource.get_resource_type() == "Observation"
+        for identifier in entry.resource.identifier or []
+        if identifier.value.startswith("urn:oid:")
+    }
+    lesions = json.loads(parts["results.json"])["lesions"]
+    # One analysis: FHIR's lesions are the SR's, by the same tracking UIDs (the SR also tracks
+    # each image it states no tumour on).
+    assert len(fhir_uids) == len(lesions) >= 1
+    assert fhir_uids <= sr_uids
+    unknown = httpx.post(
+        f"{live_server}/analyze-outputs?outputs=xml", files=_upload(series_folder), timeout=120
+    )
+    assert unknown.status_code == 400 and "no output is called xml" in unknown.json()["error"]

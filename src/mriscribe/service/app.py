@@ -23,7 +23,14 @@ from starlette.requests import ClientDisconnect
 
 from mriscribe import __version__
 from mriscribe.analysis import Analysis
-from mriscribe.outputs import Artifact, OutputRefusedError, get_output, needs_images, render
+from mriscribe.outputs import (
+    Artifact,
+    OutputRefusedError,
+    get_output,
+    needs_images,
+    registry,
+    render,
+)
 from mriscribe.pipeline import InputFile, InputProblemsError, analyze
 from mriscribe.render.results import results_json
 from mriscribe.service.auth import KEY_HEADER, Guard
@@ -302,6 +309,54 @@ def _add_result_routes(
             report_engine=report_engine,
         )
 
+    @app.post(
+        "/analyze-outputs",
+        summary="Analyse images; returns the named outputs of one analysis",
+        description="Any outputs by name (`json`, `pdf`, `images`, `dicom-sr`, `dicom-pr`, "
+        "`dicom-pdf`, `fhir`), made from one analysis, so the SR, the presentation state and the "
+        "FHIR observations name each lesion by the same tracking UID. The answer is "
+        "`multipart/mixed`, one file per part with its media type and file name.",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"multipart/mixed": {"schema": {"type": "string"}}},
+                "description": "the outputs, one file per part",
+            },
+            **errors,
+            **refused,
+        },
+        dependencies=guard.dependencies("analyze"),
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
+    async def analyze_outputs(
+        request: Request,
+        outputs: Annotated[
+            list[str], Query(description="the outputs by name (repeat the parameter)")
+        ],
+        version: Annotated[
+            Literal["R4B", "R5"], Query(description="the FHIR release (default R4B)")
+        ] = "R4B",
+        report_engine: Annotated[ReportChoice | None, Query(description=REPORT_CHOICE_HELP)] = None,
+    ) -> Response:
+        names = list(dict.fromkeys(outputs))
+        unknown = [name for name in names if name not in registry()]
+        if unknown or not names:
+            return _error(
+                400,
+                f"invalid request: outputs: no output is called {', '.join(unknown) or '(none)'}; "
+                f"known: {', '.join(registry())}",
+            )
+
+        async def respond(analysis: Analysis) -> Response:
+            made = await _rendered(analysis, names, {"fhir_version": version})
+            if isinstance(made, Response):
+                return made
+            return _multipart([a for name in names for a in made[name]], related=False)
+
+        return await analyses(
+            request, respond, render_images=needs_images(names), report_engine=report_engine
+        )
+
 
 async def _rendered(
     analysis: Analysis, names: list[str], options: dict[str, Any]
@@ -314,16 +369,19 @@ async def _rendered(
         return _error(422, str(exc))
 
 
-def _multipart(artifacts: list[Artifact]) -> Response:
-    """DICOM instances as one multipart/related body (RFC 2387), as DICOMweb sends them."""
+def _multipart(artifacts: list[Artifact], *, related: bool = True) -> Response:
+    """Files as one multipart body: DICOM instances as multipart/related (RFC 2387), as
+    DICOMweb sends them; any outputs as multipart/mixed, each part named by its file name."""
     boundary = secrets.token_hex(16)
-    parts = [
-        b"--" + boundary.encode() + b"\r\nContent-Type: " + a.media_type.encode()
-        + b"\r\n\r\n" + a.data + b"\r\n"
-        for a in artifacts
-    ]
-    body = b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
-    return Response(body, media_type=f"{DICOM_MULTIPART}; boundary={boundary}")
+    parts = []
+    for artifact in artifacts:
+        head = f"--{boundary}\r\nContent-Type: {artifact.media_type}\r\n"
+        if not related:
+            head += f'Content-Disposition: attachment; filename="{artifact.name}"\r\n'
+        parts.append(head.encode() + b"\r\n" + artifact.data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    kind = DICOM_MULTIPART if related else "multipart/mixed"
+    return Response(body, media_type=f"{kind}; boundary={boundary}")
 
 
 def _add_metrics(
