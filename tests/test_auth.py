@@ -52,8 +52,17 @@ def _analyse(server: LiveServer, path: str = "/analyze-json", **headers: str) ->
 
 def _wrong_token(key: str) -> str:
     """The key's public id with another 43-character token: the right form, the wrong key."""
-    prefix, _, token = key.rpartition("_")
-    return f"{prefix}_{'A' * len(token)}"
+    return f"{_key_id(key)}_{'A' * len(_token(key))}"
+
+
+def _key_id(key: str) -> str:
+    """"mrs_<id>" of a key "mrs_<id>_<token>" (the token may itself hold "_")."""
+    return "_".join(key.split("_", 2)[:2])
+
+
+def _token(key: str) -> str:
+    """The secret token of a key "mrs_<id>_<token>"."""
+    return key.split("_", 2)[2]
 
 
 def test_the_keys_cli_stores_only_keyed_digests(tmp_path: Path):
@@ -62,7 +71,7 @@ def test_the_keys_cli_stores_only_keyed_digests(tmp_path: Path):
     key = made.create("radiology-1")
     assert KEY_PATTERN.fullmatch(key)
     stored = made.key_file.read_text()
-    assert key not in stored and key.rpartition("_")[2] not in stored
+    assert key not in stored and _token(key) not in stored
     assert stat.S_IMODE(made.key_file.stat().st_mode) == 0o600
     assert json.loads(stored)["keys"][0]["hmac_sha256"]
 
@@ -76,7 +85,7 @@ def test_the_keys_cli_stores_only_keyed_digests(tmp_path: Path):
         "created": entry["created"],
         "revoked": None,
     }
-    assert key.rpartition("_")[2] not in listing.stdout
+    assert _token(key) not in listing.stdout
     assert "hmac" not in listing.stdout
 
     again = made.cli("create", "--name", "radiology-1")
@@ -211,7 +220,7 @@ def test_key_material_never_reaches_the_log(server, keys):
     stored = json.loads(keys.key_file.read_text())["keys"]
     forbidden = [secret, *(k["hmac_sha256"] for k in stored)]
     for key in keys.keys.values():
-        forbidden += [key, key.rpartition("_")[2], _wrong_token(key).rpartition("_")[2]]
+        forbidden += [key, _token(key), _token(_wrong_token(key))]
     for value in forbidden:
         assert value not in log
     assert all(json.loads(line) for line in log.splitlines() if line.strip())
