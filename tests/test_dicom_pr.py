@@ -328,8 +328,6 @@ def test_two_lesions_have_two_tracking_uids_shared_with_the_rendering():
 
 @needs_colin27
 def test_the_sr_of_the_same_rendering_names_the_same_tracking_uids():
-    if "dicom-sr" not in registry():
-        pytest.skip("no dicom-sr output yet")
     rendering, state, _data = made("two lesions")
     sr = read(rendering.artifact("dicom-sr").data)
 
