@@ -46,11 +46,12 @@ $(REAL_SCANS)/.complete:
 	touch $@
 
 # dicom3tools (dciodvfy), dcmtk (dsrdump, dcmpschk) and PixelMed (DicomSRValidator, on a Java
-# runtime) validate the DICOM results in the tests.
+# runtime) validate the DICOM results in the tests; Orthanc with its DICOMweb plugin is the
+# PACS the DICOM node's tests and bench start on loopback ports (never as a system service).
 install-system:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3-venv mricron-data insighttoolkit5-examples chromium chromium-driver poppler-utils redis-server \
-		dicom3tools dcmtk libpixelmed-java default-jre-headless
+		dicom3tools dcmtk libpixelmed-java default-jre-headless orthanc orthanc-dicomweb
 
 test: lint
 	$(VENV)/bin/python -m pytest
@@ -66,6 +67,7 @@ bench:
 	$(VENV)/bin/python bench/study_latency.py
 	$(VENV)/bin/python bench/real_lesions.py
 	$(VENV)/bin/python bench/results_latency.py
+	$(VENV)/bin/python bench/dicom_node.py
 
 evaluate: real-scans
 	$(VENV)/bin/python -m mriscribe.training.evaluate --n 800

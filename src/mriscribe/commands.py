@@ -44,6 +44,47 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def dicom_node(args: argparse.Namespace) -> int:
+    """Run the DICOM node until SIGTERM or Ctrl-C (both stop it cleanly)."""
+    import signal
+    import threading
+
+    from mriscribe.node.node import DicomNode
+    from mriscribe.service.logs import configure_logging
+
+    overrides: dict[str, Any] = {
+        "node_port": args.port,
+        "node_host": args.host,
+        "node_ae_title": args.ae_title,
+        "node_send_to": args.send_to,
+        "node_stow_url": args.stow_url,
+        "node_stable_s": args.stable_s,
+        "node_spool_dir": args.spool,
+        "node_allowed_calling_aets": args.allow_calling_ae,
+        "node_retention_h": args.retention_h,
+        "node_report_engine": args.report_engine,
+    }
+    settings = load_settings(
+        args.config,
+        model_path=args.model,
+        **{key: value for key, value in overrides.items() if value is not None},
+    )
+    configure_logging(settings.log_level)
+    node = DicomNode(settings)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    node.start()
+    print(
+        f"DICOM node {settings.node_ae_title} listening on {settings.node_host}:{node.port}; "
+        f"results to {', '.join(d.label for d in node.destinations)}",
+        file=sys.stderr,
+    )
+    stop.wait()
+    node.stop()
+    return 0
+
+
 def keys_secret(args: argparse.Namespace) -> int:
     """Write a new server secret (0600) to --file or api_key_secret_file."""
     from mriscribe.service.keys import write_secret
@@ -204,6 +245,9 @@ def models(args: argparse.Namespace) -> int:
     except MriscribeError as exc:
         entry["detector"].update(loaded=False, error=str(exc))
         status = 2
+    node = node_status(settings)
+    if node is not None:
+        entry["dicom_node"] = node
     if args.json:
         print(json.dumps(entry, indent=2))
     else:
@@ -225,7 +269,38 @@ def models(args: argparse.Namespace) -> int:
             print(f"  chain: {link['model']}: {link['status']}"
                   + (f" ({link['reason']})" if link["reason"] else ""))
         print("  template: deterministic; always available")
+        if node is not None:
+            print(_node_lines(node))
     return status
+
+
+def node_status(settings: Settings) -> dict[str, Any] | None:
+    """The DICOM node's last status from its spool (node_spool_dir), if a node ran there."""
+    from mriscribe.node.node import read_status
+
+    found = read_status(settings.node_spool_dir)
+    if found is None and settings.node_enabled:
+        return {"listening": False, "ae_title": settings.node_ae_title,
+                "port": settings.node_port, "note": "no node has run on this spool yet"}
+    return found
+
+
+def _node_lines(node: dict[str, Any]) -> str:
+    state = "listening" if node.get("listening") else "not running"
+    lines = [f"dicom node: {node.get('ae_title')} on port {node.get('port')}: {state}"]
+    if "studies_receiving" in node:
+        lines.append(
+            f"  studies: {node['studies_receiving']} receiving, {node['studies_analysing']} "
+            f"analysing, {node['studies_awaiting_delivery']} awaiting delivery; "
+            f"{node['studies_delivered']} delivered (last {node['last_delivery'] or 'never'})"
+        )
+        lines.append(
+            f"  errors: {node['delivery_errors']} delivery, {node['analysis_errors']} analysis"
+            + (f"; last: {node['last_error']}" if node.get("last_error") else "")
+        )
+    if node.get("note"):
+        lines.append(f"  {node['note']}")
+    return "\n".join(lines)
 
 
 def report_engines(settings: Settings) -> dict[str, Any]:
@@ -362,6 +437,32 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--allow-unauthenticated", action="store_true",
                    help="serve beyond loopback without API keys (refused otherwise)")
     p.set_defaults(handler=serve)
+
+    p = commands.add_parser(
+        "dicom-node", parents=[config], help="run the DICOM node (C-STORE in, results out)",
+        description="Receive studies by C-STORE, analyse each once no instance of it has "
+        "arrived for --stable-s seconds, and send the DICOM SR, presentation state and "
+        "encapsulated PDF to --send-to (C-STORE) and/or --stow-url (STOW-RS). Every "
+        "instance is on disk (the spool) before it is acknowledged; a restart resumes.",
+    )
+    p.add_argument("--port", type=int, default=None, help="DICOM port (default 11112)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--ae-title", default=None, help="the node's AE title (default MRISCRIBE)")
+    p.add_argument("--send-to", action="append", default=None, metavar="AE@HOST:PORT",
+                   help="send results by C-STORE here (repeatable)")
+    p.add_argument("--stow-url", default=None, metavar="URL",
+                   help="send results by STOW-RS to this DICOMweb base URL")
+    p.add_argument("--stable-s", type=float, default=None, metavar="S",
+                   help="analyse a study once nothing of it arrived for S seconds (default 10)")
+    p.add_argument("--spool", type=Path, default=None, metavar="DIR",
+                   help="the spool folder (default ./mriscribe-spool)")
+    p.add_argument("--allow-calling-ae", action="append", default=None, metavar="AE",
+                   help="accept associations only from this calling AE title (repeatable)")
+    p.add_argument("--retention-h", type=float, default=None, metavar="H",
+                   help="keep a delivered study's files H hours (default 0: remove at once)")
+    p.add_argument("--report-engine", choices=("chain", "template"), default=None,
+                   help="the language model chain (default when installed) or the template")
+    p.set_defaults(handler=dicom_node)
 
     p = commands.add_parser(
         "analyze", parents=[config], help="analyse images and write the report",

@@ -44,6 +44,22 @@ RATE_LIMIT = re.compile(rf"{_RATE}(?:[,;|]{_RATE})*", re.IGNORECASE)
 RATE_LIMIT_STORES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
 
 
+def check_ae_title(value: str) -> str:
+    """An AE title as DICOM allows it: 1 to 16 printable ASCII characters, no backslash."""
+    title = value.strip()
+    if not 1 <= len(title) <= 16 or not all(32 <= ord(c) < 127 for c in title) or "\\" in title:
+        raise ValueError(f"{value!r} is not an AE title (1-16 printable ASCII, no backslash)")
+    return title
+
+
+def parse_peer(value: str) -> tuple[str, str, int]:
+    """AE@HOST:PORT as (AE title, host, port); ValueError naming the problem."""
+    match = re.fullmatch(r"([^@]+)@(\[[0-9A-Fa-f:.]+\]|[^:@\[\]]+):([0-9]{1,5})", value.strip())
+    if match is None or not 1 <= int(match.group(3)) <= 65535:
+        raise ValueError(f"{value!r} is not AE@HOST:PORT")
+    return check_ae_title(match.group(1)), match.group(2).strip("[]"), int(match.group(3))
+
+
 class SettingsError(MriscribeError):
     """A setting has a bad value, or the config file cannot be read."""
 
@@ -248,6 +264,92 @@ class Settings(BaseSettings):
         default=False,
         description="/metrics without a key even when API keys are on (else an admin key)",
     )
+
+    # DICOM node (`mriscribe dicom-node`, or beside `serve` with node_enabled; docs/DICOM_NODE.md)
+    node_enabled: bool = Field(default=False, description="serve: also run the DICOM node")
+    node_ae_title: str = Field(default="MRISCRIBE", description="the node's own AE title")
+    node_host: str = Field(default="127.0.0.1", description="address the node listens on")
+    node_port: int = Field(default=11112, ge=1, le=65535, description="the node's DICOM port")
+    node_allowed_calling_aets: list[str] = Field(
+        default_factory=list,
+        description="calling AE titles whose associations are accepted; empty: any, which is "
+        "refused beyond loopback unless node_allow_any_calling_ae",
+    )
+    node_allow_any_calling_ae: bool = Field(
+        default=False, description="listen beyond loopback with no list of calling AE titles"
+    )
+    node_sop_classes: list[str] | None = Field(
+        default=None,
+        description="image storage SOP classes accepted (keywords or UIDs); unset: MR, "
+        "enhanced MR, CT, enhanced CT and secondary capture images",
+    )
+    node_transfer_syntaxes: list[str] | None = Field(
+        default=None,
+        description="transfer syntaxes accepted (keywords or UIDs); unset: the uncompressed "
+        "ones and every compressed one whose decoder is installed",
+    )
+    node_send_to: list[str] = Field(
+        default_factory=list,
+        description="where results go by C-STORE, each AE@HOST:PORT",
+    )
+    node_stow_url: str | None = Field(
+        default=None,
+        description="where results go by STOW-RS: a DICOMweb base URL "
+        "(e.g. http://pacs:8042/dicom-web)",
+    )
+    node_outputs: list[str] = Field(
+        default_factory=lambda: ["dicom-sr", "dicom-pr", "dicom-pdf"],
+        description="the results sent back (outputs that make DICOM)",
+    )
+    node_stable_s: float = Field(
+        default=10.0, gt=0, le=3600, description="a study is analysed once no instance of it "
+        "has arrived for this long",
+    )
+    node_spool_dir: Path = Field(
+        default=Path("mriscribe-spool"),
+        description="where received instances and undelivered results wait (0700, files 0600)",
+    )
+    node_retention_h: float = Field(
+        default=0.0, ge=0, description="hours a study's files stay in the spool after its "
+        "results are delivered (0: removed at once)",
+    )
+    node_guard_days: float = Field(
+        default=7.0, gt=0, description="days the loop guard remembers which instances were "
+        "analysed (hashes of their UIDs only)",
+    )
+    node_retry_base_s: float = Field(default=1.0, gt=0, le=600, description="first retry delay")
+    node_retry_max_s: float = Field(
+        default=300.0, gt=0, le=86400, description="longest delay between delivery retries"
+    )
+    node_report_engine: Literal["chain", "template"] | None = Field(
+        default=None, description="the node's report writer; unset: as report_engine"
+    )
+
+    @field_validator("node_ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value)
+
+    @field_validator("node_allowed_calling_aets")
+    @classmethod
+    def _ae_titles(cls, value: list[str]) -> list[str]:
+        return [check_ae_title(item) for item in value]
+
+    @field_validator("node_send_to")
+    @classmethod
+    def _destinations(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_peer(item)
+        return value
+
+    @field_validator("node_stow_url")
+    @classmethod
+    def _stow_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address")
     @classmethod

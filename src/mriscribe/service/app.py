@@ -66,6 +66,11 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
     metrics = ServiceMetrics() if settings.metrics_enabled else None
     guard = Guard(settings, metrics)
     analyses = _AnalysisRoute(state, metrics)
+    if settings.node_enabled:
+        from mriscribe.node.node import DicomNode
+
+        # Built now so that its settings are checked before anything listens.
+        state.node = DicomNode(settings, writer=state.writer)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -73,7 +78,13 @@ def create_app(settings: Settings, *, load_models: bool = True) -> FastAPI:
             state.start_loading()
         if guard.limits is not None and guard.limits.shared and not await guard.limits.check():
             log.error("the rate-limit store does not answer: analyses get 503 until it does")
-        yield
+        if state.node is not None and load_models:
+            await anyio.to_thread.run_sync(state.node.start)
+        try:
+            yield
+        finally:
+            if state.node is not None and state.node.started:
+                await anyio.to_thread.run_sync(state.node.stop)
 
     app = FastAPI(
         title="mriscribe",

@@ -89,6 +89,9 @@ def configure_logging(level: str = "INFO", *, capture_native: bool = False) -> N
     # HTTP clients (the openai engine's) log each request with the server's URL.
     for name in ("httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # pynetdicom logs every association at INFO and, at DEBUG, whole datasets (patient data):
+    # the node logs what it does itself; only pynetdicom's errors are kept.
+    logging.getLogger("pynetdicom").setLevel(logging.ERROR)
     # The multipart parser's warnings on a malformed body quote bytes of the body.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     # Library warnings (numpy, nibabel) become log records: JSON like the rest, not raw text.

@@ -56,6 +56,34 @@ class ReportWriterStatus(_Body):
     last_fallback_reason: str | None
 
 
+class DicomNodeStatus(_Body):
+    """The DICOM node: counts, times and reasons only (no UIDs, names or study hashes)."""
+
+    listening: bool
+    ae_title: str
+    port: int
+    destinations: list[str] = Field(description="AE@HOST:PORT, or STOW-RS and its URL")
+    studies_receiving: int = Field(description="instances arriving, not yet stable")
+    studies_analysing: int
+    studies_awaiting_delivery: int
+    instances_stored: int
+    instances_repeated: int = Field(description="instances already analysed, sent again")
+    instances_ignored: int = Field(description="SR, presentation states, PDFs (ours or not)")
+    instances_refused: dict[str, int] = Field(description="by reason")
+    associations: int
+    associations_refused: int = Field(description="calling AE titles not allowed, and such")
+    studies_analysed: int
+    studies_without_results: int = Field(description="no usable image, or refused")
+    studies_skipped_by_loop_guard: int
+    studies_delivered: int
+    last_delivery: str | None
+    delivery_errors: int
+    analysis_errors: int
+    last_error: str | None
+    last_error_at: str | None
+    updated: str
+
+
 class HealthBody(_Body):
     """GET /health: the prototype's status, models_loaded and timestamp, then mriscribe's."""
 
@@ -67,6 +95,9 @@ class HealthBody(_Body):
     report_engine: str = Field(description="the engine writing reports now ('template' if none)")
     report_writer: ReportWriterStatus
     uptime_s: float
+    dicom_node: DicomNodeStatus | None = Field(
+        default=None, description="only when the DICOM node runs beside the service"
+    )
     reason: str | None = Field(
         default=None, description="only while not ready (503): why, e.g. the model is loading"
     )

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -16,6 +17,9 @@ from mriscribe.errors import FileProblemError, MriscribeError
 from mriscribe.pipeline import get_detector
 from mriscribe.report.writer import ReportWriter
 from mriscribe.settings import Settings
+
+if TYPE_CHECKING:
+    from mriscribe.node.node import DicomNode
 
 log = logging.getLogger("mriscribe.service")
 
@@ -32,6 +36,7 @@ class ServiceState:
     slots: anyio.Semaphore = field(init=False)
     writer: ReportWriter = field(init=False)
     _thread: threading.Thread | None = None
+    node: DicomNode | None = None
 
     def __post_init__(self) -> None:
         self.slots = anyio.Semaphore(self.settings.max_concurrent_analyses)
@@ -105,6 +110,7 @@ class ServiceState:
             "report_engine": writer.engine.name if writer.engine is not None else "template",
             "report_writer": writer.status(),
             "uptime_s": round(time.monotonic() - self.started, 1),
+            **({"dicom_node": self.node.health()} if self.node is not None else {}),
         }
 
 

@@ -1,0 +1,266 @@
+"""The C-STORE receiver: which associations, SOP classes and transfer syntaxes it takes, and
+what it answers for each instance (only after the instance is durably spooled)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import (
+    Comprehensive3DSRStorage,
+    CTImageStorage,
+    EncapsulatedPDFStorage,
+    EnhancedCTImageStorage,
+    EnhancedMRImageStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    LegacyConvertedEnhancedMRImageStorage,
+    MRImageStorage,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from mriscribe.node.spool import Spool, uid_key
+from mriscribe.outputs.dicom_source import MANUFACTURER, MODEL_NAME
+from mriscribe.settings import Settings, SettingsError
+
+log = logging.getLogger("mriscribe.node")
+
+IMAGE_CLASSES = (
+    MRImageStorage,
+    EnhancedMRImageStorage,
+    LegacyConvertedEnhancedMRImageStorage,
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    SecondaryCaptureImageStorage,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+)
+# Accepted only to recognise mriscribe's own results coming back (a PACS that forwards whole
+# studies): acknowledged and dropped, never analysed.
+RESULT_CLASSES = (
+    Comprehensive3DSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    EncapsulatedPDFStorage,
+)
+UNCOMPRESSED = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+)
+COMPRESSED = (
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+# C-STORE statuses (PS3.4 B.2.3)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+NOT_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass
+class Counters:
+    """What the receiver did, for /health (counts only)."""
+
+    associations: int = 0
+    refused_associations: int = 0
+    stored: int = 0
+    repeated: int = 0
+    results_ignored: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def transfer_syntaxes(settings: Settings) -> list[UID]:
+    """The syntaxes accepted: as set, else uncompressed and each compressed one that decodes."""
+    if settings.node_transfer_syntaxes is not None:
+        return [_uid(item, "node_transfer_syntaxes") for item in settings.node_transfer_syntaxes]
+    from pydicom.pixels import get_decoder
+
+    usable = []
+    for syntax in COMPRESSED:
+        try:
+            if get_decoder(syntax).is_available:
+                usable.append(syntax)
+        except NotImplementedError:
+            continue
+    return [*UNCOMPRESSED, *usable]
+
+
+def image_classes(settings: Settings) -> list[UID]:
+    if settings.node_sop_classes is None:
+        return list(IMAGE_CLASSES)
+    return [_uid(item, "node_sop_classes") for item in settings.node_sop_classes]
+
+
+def _uid(value: str, setting: str) -> UID:
+    """A UID given as a keyword (MRImageStorage, JPEGLSLossless) or dotted digits."""
+    import pydicom.uid
+    from pynetdicom import sop_class
+
+    item = value.strip()
+    for module in (pydicom.uid, sop_class):
+        found = getattr(module, item, None)
+        if isinstance(found, str):
+            return UID(found)
+    uid = UID(item)
+    if not uid.is_valid:
+        raise SettingsError(f"{setting}: {value!r} is neither a known keyword nor a UID")
+    return uid
+
+
+class Receiver:
+    """The node's Storage SCP and Verification SCP on ``settings.node_port``."""
+
+    def __init__(
+        self, settings: Settings, spool: Spool, on_stored: Callable[[], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.counters = Counters()
+        self.on_stored = on_stored
+        self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
+        self.server: ThreadedAssociationServer | None = None
+        self.images = set(image_classes(settings))
+
+    def start(self) -> None:
+        # Datasets arrive into a file, never whole into memory: the spool's tmp/ folder (the
+        # node points temporary files there), cleared at every start.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.LOG_HANDLER_LEVEL = "none"
+        ae = AE(ae_title=self.settings.node_ae_title)
+        ae.maximum_associations = 16
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.network_timeout = 60
+        if self.settings.node_allowed_calling_aets:
+            ae.require_calling_aet = list(self.settings.node_allowed_calling_aets)
+        syntaxes = transfer_syntaxes(self.settings)
+        for sop_class in [*self.images, *RESULT_CLASSES]:
+            ae.add_supported_context(sop_class, syntaxes)
+        ae.add_supported_context(Verification)
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._store),
+            (evt.EVT_C_ECHO, lambda _event: SUCCESS),
+            (evt.EVT_ACCEPTED, self._accepted),
+            (evt.EVT_REJECTED, self._rejected),
+        ]
+        self.server = ae.start_server(
+            (self.settings.node_host, self.settings.node_port),
+            block=False,
+            evt_handlers=handlers,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _accepted(self, event: Any) -> None:
+        self.counters.associations += 1
+
+    def _rejected(self, event: Any) -> None:
+        self.counters.refused_associations += 1
+        calling = _printable(event.assoc.requestor.ae_title)
+        log.warning(f"association refused (calling AE title {calling!r})",
+                    extra={"calling_ae": calling})
+
+    def _store(self, event: Any) -> int:
+        calling = _printable(event.assoc.requestor.ae_title)
+        path = Path(event.dataset_path)
+        try:
+            if path.stat().st_size > self.max_bytes:
+                return self._refuse("too large", calling, OUT_OF_RESOURCES)
+            # Values over 4 KiB (the pixels) stay on disk: only the header is read.
+            header = dcmread(path, defer_size=4096)
+            has_pixels = "Rows" in header and any(k in header for k in PIXEL_KEYWORDS)
+            sop_class = str(event.request.AffectedSOPClassUID)
+        except (InvalidDicomError, OSError):
+            return self._refuse("unreadable", calling, CANNOT_UNDERSTAND)
+        except Exception:  # a malformed dataset fails pydicom in many ways
+            return self._refuse("unreadable", calling, CANNOT_UNDERSTAND)
+        if sop_class in RESULT_CLASSES:
+            own = (header.get("Manufacturer"), header.get("ManufacturerModelName")) == (
+                MANUFACTURER,
+                MODEL_NAME,
+            )
+            self.counters.results_ignored += 1
+            log.info(
+                "instance ignored: " + ("mriscribe's own result" if own else "not an image"),
+                extra={"calling_ae": calling},
+            )
+            return SUCCESS
+        if not has_pixels:
+            return self._refuse("no pixel data", calling, NOT_SOP_CLASS)
+        study_uid = str(header.get("StudyInstanceUID", "") or "")
+        instance_uid = str(header.get("SOPInstanceUID", "") or "")
+        if not UID(study_uid).is_valid or not UID(instance_uid).is_valid:
+            return self._refuse("no valid study or instance UID", calling, CANNOT_UNDERSTAND)
+        study, instance = uid_key(study_uid), uid_key(instance_uid)
+        if self.spool.seen(study, instance):
+            self.counters.repeated += 1
+            return SUCCESS
+        try:
+            self.spool.store_file(study, instance, path)
+        except OSError as exc:
+            log.error("cannot spool an instance", extra={"reason": exc.strerror or "OSError"})
+            return self._refuse("spool write failed", calling, OUT_OF_RESOURCES)
+        self.counters.stored += 1
+        if self.on_stored is not None:
+            self.on_stored()
+        return SUCCESS
+
+    def _refuse(self, reason: str, calling: str, status: int) -> int:
+        self.counters.refuse(reason)
+        log.warning(
+            f"instance refused: {reason}", extra={"calling_ae": calling, "status": f"{status:04X}"}
+        )
+        return status
+
+
+def _printable(title: object) -> str:
+    text = title if isinstance(title, str) else str(title)
+    return "".join(c for c in text if 32 <= ord(c) < 127).strip()[:16]
+

@@ -1,0 +1,438 @@
+"""The DICOM node in this process, against real peers: pynetdicom and DCMTK's storescu as
+senders, DCMTK's storescp as the PACS results go to (tests/test_node_orthanc.py does the same
+against Orthanc, with the node as its own process, killed and restarted).
+
+Covered here: the durable spool (modes, duplicates, half-written files, one node per spool),
+what the receiver accepts and refuses, stable studies analysed once, the loop guard, delivery
+retried until the PACS answers, a restart that resumes, a study with no usable image beside a
+good one, the node's status in /health, in the spool and in ``mriscribe models``, and its
+settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    MRImageStorage,
+    RTPlanStorage,
+)
+
+from mriscribe.cli import main
+from mriscribe.node.node import DicomNode, check_node_settings, read_status
+from mriscribe.node.spool import Spool, SpoolError, uid_key
+from mriscribe.service.app import create_app
+from mriscribe.settings import Settings, SettingsError
+from orthanc import echoscu, free_port, storescu
+from result_studies import PATIENT, series_files
+
+SECRETS = (PATIENT["PatientName"], PATIENT["PatientID"], "Testperson", "FICT-0042")
+RESULT_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+}
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def series_folder(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The 24-slice head series with one tumour, as files."""
+    folder = tmp_path_factory.mktemp("series")
+    paths = []
+    for number, item in enumerate(series_files(), start=1):
+        path = folder / f"{number:02d}.dcm"
+        path.write_bytes(item.data)
+        paths.append(path)
+    return paths
+
+
+def new_study(paths: list[Path], folder: Path) -> list[Path]:
+    """The same slices as a new study (new study, series and instance UIDs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    copies = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        copy = folder / path.name
+        ds.save_as(copy, enforce_file_format=True)
+        copies.append(copy)
+    return copies
+
+
+class Destination:
+    """DCMTK's storescp (AE title DEST) on a free port: the PACS results go to."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", "DEST", "-od", str(self.folder), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: echoscu(self.port, "DEST").returncode == 0, 20, "storescp")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def received(self) -> list[pydicom.Dataset]:
+        return [pydicom.dcmread(path) for path in sorted(self.folder.iterdir())]
+
+    @property
+    def peer(self) -> str:
+        return f"DEST@127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def destination(tmp_path: Path) -> Iterator[Destination]:
+    found = Destination(tmp_path / "pacs")
+    found.start()
+    yield found
+    found.stop()
+
+
+def node_settings(tmp_path: Path, destination: Destination, **changes: object) -> Settings:
+    values: dict[str, object] = {
+        "report_engine": "template",
+        "node_port": free_port(),
+        "node_send_to": [destination.peer],
+        "node_stable_s": 0.5,
+        "node_spool_dir": tmp_path / "spool",
+        "node_retry_base_s": 0.2,
+        "node_retry_max_s": 1.0,
+    }
+    values.update(changes)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[Settings], DicomNode]]:
+    """Start nodes that are stopped after the test, whatever happens."""
+    nodes: list[DicomNode] = []
+
+    def start(settings: Settings) -> DicomNode:
+        node = DicomNode(settings)
+        node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        if node.started:
+            node.stop()
+
+
+def send(
+    paths: list[Path] | list[pydicom.Dataset], port: int, calling: str = "SCU",
+    sop_class: str | None = None,
+) -> list[int]:
+    """C-STORE each file or dataset with pynetdicom; the status of each (-1: no context)."""
+    datasets = [p if isinstance(p, pydicom.Dataset) else pydicom.dcmread(p) for p in paths]
+    ae = AE(ae_title=calling)
+    # MR always, so that an association offering only a refused class is still made.
+    for uid in {sop_class or str(ds.SOPClassUID) for ds in datasets} | {MRImageStorage}:
+        ae.add_requested_context(uid)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MRISCRIBE")
+    if not assoc.is_established:
+        return [-2] * len(datasets)
+    statuses = []
+    try:
+        for ds in datasets:
+            try:
+                status = assoc.send_c_store(ds)
+            except ValueError:  # no accepted presentation context for this class
+                statuses.append(-1)
+                continue
+            statuses.append(int(status.Status) if "Status" in status else -3)
+    finally:
+        assoc.release()
+    return statuses
+
+
+# The spool
+
+
+def test_spool_writes_private_files_durably_and_one_copy_per_instance(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    study, instance = uid_key("1.2.3.4"), uid_key("1.2.3.4.5")
+    spool.store(study, instance, b"first")
+    spool.store(study, instance, b"second")  # the same instance again: one file, the last
+    files = list((spool.incoming / study).iterdir())
+    assert [f.read_bytes() for f in files] == [b"second"]
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(spool.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((spool.incoming / study).stat().st_mode) == 0o700
+    assert "1.2.3.4" not in str(files[0])  # names are hashes of UIDs, never UIDs
+    assert spool.take(study, quiet_since=time.monotonic() - 60) is None  # not quiet yet
+    job = spool.take(study, quiet_since=time.monotonic())
+    assert job is not None and [p.read_bytes() for p in job.instances()] == [b"second"]
+    assert spool.waiting() == {}
+    spool.close()
+
+
+def test_spool_is_held_by_one_node_and_half_written_files_go(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    (spool.tmp / "1-2-3.part").write_bytes(b"half an instance")
+    spool.store(uid_key("1.2"), uid_key("1.2.3"), b"whole")
+    other = Spool(tmp_path / "spool")
+    with pytest.raises(SpoolError, match="another mriscribe node"):
+        other.open()
+    spool.close()
+    again = Spool(tmp_path / "spool")
+    again.open()  # as after kill -9: the lock is free, half-written files are gone
+    assert list(again.tmp.iterdir()) == []
+    assert list(again.waiting()) == [uid_key("1.2")]
+    again.close()
+
+
+# Receiving, analysing, delivering
+
+
+def test_a_stable_study_is_analysed_once_and_its_results_reach_the_pacs(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    node = running(node_settings(tmp_path, destination))
+    result = storescu(series_folder, node.port, called_aet="MRISCRIBE", calling_aet="SCANNER")
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "3 results")
+    results = destination.received()
+    assert {str(ds.SOPClassUID) for ds in results} == RESULT_CLASSES
+    source = pydicom.dcmread(series_folder[0])
+    assert {ds.StudyInstanceUID for ds in results} == {source.StudyInstanceUID}
+    assert {ds.Manufacturer for ds in results} == {"mriscribe"}
+    wait_until(lambda: node.health()["studies_delivered"] == 1, 10, "the delivery counted")
+    health = node.health()
+    assert health["instances_stored"] == 24 and health["studies_analysed"] == 1
+    assert health["studies_receiving"] == health["studies_awaiting_delivery"] == 0
+    assert health["last_delivery"] is not None
+    # Delivered: the spool keeps no instance and no result (retention 0).
+    assert list((tmp_path / "spool" / "jobs").iterdir()) == []
+    assert list((tmp_path / "spool" / "incoming").iterdir()) == []
+
+    # The same study again (a PACS forwarding it, our results included): not analysed again.
+    # (storescu proposes no context for Comprehensive 3D SR: pynetdicom sends the results.)
+    result = storescu(series_folder, node.port, called_aet="MRISCRIBE", calling_aet="PACS")
+    assert result.returncode == 0, result.stderr
+    assert send(results, node.port, calling="PACS") == [0, 0, 0]
+    wait_until(lambda: node.health()["instances_ignored"] == 3, 10, "our results ignored")
+    assert node.health()["instances_repeated"] == 24
+    time.sleep(1.5)
+    assert len(list(destination.folder.iterdir())) == 3
+    assert node.health()["studies_analysed"] == 1
+
+    # Nothing identifying in the node's log, its status or its spool's names.
+    status = (tmp_path / "spool" / "status.json").read_text()
+    names = " ".join(str(p) for p in (tmp_path / "spool").rglob("*"))
+    for text in (caplog.text, status, names):
+        for secret in (*SECRETS, source.StudyInstanceUID, source.SOPInstanceUID):
+            assert secret not in text
+    assert stat.S_IMODE((tmp_path / "spool" / "status.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_what_the_receiver_refuses(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    node = running(node_settings(tmp_path, destination, node_allowed_calling_aets=["SCANNER"]))
+    good = pydicom.dcmread(series_folder[0])
+
+    # An unknown calling AE title: the association is refused.
+    assert send([good], node.port, calling="STRANGER") == [-2]
+    # A SOP class the node does not take: no presentation context for it.
+    plan = pydicom.dcmread(series_folder[1])
+    plan.SOPClassUID = RTPlanStorage
+    assert send([plan], node.port, calling="SCANNER", sop_class=RTPlanStorage) == [-1]
+    # An MR image without pixels, and one whose UIDs are not UIDs.
+    no_pixels = pydicom.dcmread(series_folder[2])
+    del no_pixels.PixelData
+    bad_uid = pydicom.dcmread(series_folder[3])
+    bad_uid.StudyInstanceUID = "not a uid"
+    statuses = send([no_pixels, bad_uid], node.port, calling="SCANNER")
+    assert statuses[0] == 0xA900 and 0xC000 <= statuses[1] <= 0xCFFF
+    health = node.health()
+    assert health["associations_refused"] == 1
+    assert health["instances_refused"] == {"no pixel data": 1, "no valid study or instance UID": 1}
+    assert health["instances_stored"] == 0
+    assert "association refused" in caplog.text and "STRANGER" in caplog.text
+    assert "instance refused: no pixel data" in caplog.text
+    for secret in SECRETS:
+        assert secret not in caplog.text
+
+
+def test_a_study_with_no_usable_image_does_not_hold_up_its_neighbour(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+) -> None:
+    node = running(node_settings(tmp_path, destination))
+    # Headers intact, pixels cut short: accepted (the header is fine), undecodable later.
+    broken = new_study(series_folder[:4], tmp_path / "broken")
+    for path in broken:
+        ds = pydicom.dcmread(path)
+        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+        ds.save_as(path, enforce_file_format=True)
+    good = new_study(series_folder, tmp_path / "good")
+    # One bad slice in the good study: left out, the other 23 analysed.
+    spoilt = pydicom.dcmread(good[5])
+    spoilt.PixelData = spoilt.PixelData[:100]
+    spoilt.save_as(good[5], enforce_file_format=True)
+    assert send(broken, node.port) == [0] * 4
+    assert send(good, node.port) == [0] * 24
+    wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "the good results")
+    wait_until(lambda: node.health()["studies_without_results"] == 1, 20, "the broken study")
+    results = destination.received()
+    assert {ds.StudyInstanceUID for ds in results} == {pydicom.dcmread(good[0]).StudyInstanceUID}
+    health = node.health()
+    assert health["studies_analysed"] == 1 and health["analysis_errors"] == 1
+    assert "no usable image" in health["last_error"]
+    assert node.started and node.health()["listening"]
+
+
+def test_results_wait_for_a_pacs_that_is_down_and_a_restart_resumes(
+    tmp_path: Path, series_folder: list[Path], running: Callable[[Settings], DicomNode]
+) -> None:
+    pacs = Destination(tmp_path / "pacs")  # not started yet: deliveries fail and are retried
+    settings = node_settings(tmp_path, pacs, node_stable_s=0.3)
+    node = running(settings)
+    assert send(series_folder, node.port) == [0] * 24
+    wait_until(lambda: node.health()["delivery_errors"] >= 2, 30, "failed deliveries")
+    health = node.health()
+    assert health["studies_awaiting_delivery"] == 1
+    assert "association" in health["last_error"] and "retry" in health["last_error"]
+    node.stop()
+    assert read_status(tmp_path / "spool")["listening"] is False  # type: ignore[index]
+
+    # The PACS is back; a new process on the same spool sends the results it left.
+    pacs.start()
+    try:
+        again = running(settings)
+        wait_until(lambda: len(list(pacs.folder.iterdir())) == 3, 30, "the results, resent")
+        wait_until(lambda: again.health()["studies_delivered"] == 1, 10, "the delivery")
+        assert again.health()["studies_analysed"] == 0  # resumed, not analysed again
+    finally:
+        pacs.stop()
+
+
+def test_instances_spooled_before_a_stop_are_analysed_after_the_restart(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+) -> None:
+    settings = node_settings(tmp_path, destination, node_stable_s=60.0)
+    node = running(settings)
+    assert send(series_folder[:10], node.port) == [0] * 10
+    node.stop()  # long before the study was stable
+    assert len(list((tmp_path / "spool" / "incoming").rglob("*.dcm"))) == 10
+    quick = settings.model_copy(update={"node_stable_s": 0.5})
+    again = running(quick)
+    assert send(series_folder[10:], again.port) == [0] * 14
+    wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "results")
+    sr = next(ds for ds in destination.received() if ds.Modality == "SR")
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for item in sr.CurrentRequestedProcedureEvidenceSequence[0]
+        .ReferencedSeriesSequence[0]
+        .ReferencedSOPSequence
+    }
+    assert len(referenced) == 24  # one study of all 24 slices, from both processes
+
+
+# Seen from outside
+
+
+def test_the_node_beside_the_service_shows_in_health_and_models(
+    tmp_path: Path,
+    destination: Destination,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = node_settings(tmp_path, destination, node_enabled=True)
+    with TestClient(create_app(settings)) as client:
+        node = client.get("/health").json()["dicom_node"]
+        assert node["listening"] is True and node["port"] == settings.node_port
+        assert node["destinations"] == [destination.peer]
+        assert echoscu(settings.node_port, "MRISCRIBE").returncode == 0
+        monkeypatch.setenv("MRISCRIBE_NODE_SPOOL_DIR", str(tmp_path / "spool"))
+        monkeypatch.setenv("MRISCRIBE_REPORT_ENGINE", "template")
+        assert main(["models", "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)["dicom_node"]
+        assert shown["listening"] is True and shown["ae_title"] == "MRISCRIBE"
+        assert main(["models"]) == 0
+        assert "dicom node: MRISCRIBE on port" in capsys.readouterr().out
+    assert read_status(tmp_path / "spool")["listening"] is False  # type: ignore[index]
+    assert echoscu(settings.node_port, "MRISCRIBE").returncode != 0
+
+
+def test_node_settings_are_checked_before_it_listens(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="nowhere to send"):
+        check_node_settings(Settings())
+    with pytest.raises(SettingsError, match="beyond loopback"):
+        check_node_settings(Settings(node_send_to=["A@h:104"], node_host="0.0.0.0"))
+    check_node_settings(
+        Settings(node_send_to=["A@h:104"], node_host="0.0.0.0", node_allowed_calling_aets=["X"])
+    )
+    with pytest.raises(SettingsError, match="does not make DICOM"):
+        check_node_settings(Settings(node_send_to=["A@h:104"], node_outputs=["json"]))
+    with pytest.raises(ValueError, match="AE@HOST:PORT"):
+        Settings(node_send_to=["PACS@host"])
+    with pytest.raises(ValueError, match="not an AE title"):
+        Settings(node_ae_title="A" * 17)
+
+
+def test_the_command_line_refuses_a_node_with_nowhere_to_send(tmp_path: Path) -> None:
+    def node(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mriscribe", "dicom-node", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    result = node("--spool", str(tmp_path / "spool"))
+    assert result.returncode == 2 and "nowhere to send results" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "spool").exists()
+    result = node("--send-to", f"X@127.0.0.1:{free_port()}", "--port", "99999")
+    assert result.returncode == 2 and "node_port" in result.stderr
+    result = node("--send-to", "nowhere")
+    assert result.returncode == 2 and "AE@HOST:PORT" in result.stderr
