@@ -137,6 +137,10 @@ class DicomNode:
             if self.writer is None:
                 self.writer = ReportWriter(self.analysis_settings)
                 self.writer.load()
+            # The first DICOM results in a process pay for the standard's tables: paid here.
+            from mriscribe.outputs.warm import warm_up
+
+            warm_up(self.settings, self.detector)
             try:
                 self.receiver.start()
             except OSError as exc:
@@ -253,6 +257,8 @@ class DicomNode:
                     "images": facts.image_count if facts else 0,
                     "lesions": len(facts.lesions) if facts else 0,
                     "results": len(results),
+                    "report_engine": analysis.report.engine if analysis is not None else "",
+                    "timings_ms": analysis.timings_ms if analysis is not None else {},
                     "ms": round((time.perf_counter() - started) * 1000, 1),
                 },
             )
