@@ -23,7 +23,13 @@ from pathlib import Path
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
 from pynetdicom import AE
 from pynetdicom.sop_class import (
     MRImageStorage,
@@ -32,7 +38,7 @@ from pynetdicom.sop_class import (
 
 from mriscribe.cli import main
 from mriscribe.node.node import DicomNode, check_node_settings, read_status
-from mriscribe.node.spool import Spool, SpoolError, uid_key
+from mriscribe.node.spool import Spool, SpoolError
 from mriscribe.service.app import create_app
 from mriscribe.settings import Settings, SettingsError
 from orthanc import echoscu, free_port, storescu
@@ -80,6 +86,14 @@ def new_study(paths: list[Path], folder: Path) -> list[Path]:
         ds.save_as(copy, enforce_file_format=True)
         copies.append(copy)
     return copies
+
+
+def spoil_rle(path: Path) -> None:
+    """Rewrite an instance as RLE Lossless whose one fragment is not RLE."""
+    ds = pydicom.dcmread(path)
+    ds.compress(RLELossless)
+    ds.PixelData = encapsulate([b"\x01\x00\x00\x00" + bytes(60) + b"\xff" * 200])
+    ds.save_as(path, enforce_file_format=True)
 
 
 class Destination:
@@ -159,9 +173,13 @@ def send(
     """C-STORE each file or dataset with pynetdicom; the status of each (-1: no context)."""
     datasets = [p if isinstance(p, pydicom.Dataset) else pydicom.dcmread(p) for p in paths]
     ae = AE(ae_title=calling)
-    # MR always, so that an association offering only a refused class is still made.
+    # Each file's own transfer syntax besides the uncompressed ones; MR always, so that an
+    # association offering only a refused class is still made.
+    syntaxes = sorted({str(ds.file_meta.TransferSyntaxUID) for ds in datasets}
+                      | {ExplicitVRLittleEndian, ImplicitVRLittleEndian})
     for uid in {sop_class or str(ds.SOPClassUID) for ds in datasets} | {MRImageStorage}:
-        ae.add_requested_context(uid)
+        for syntax in syntaxes:  # one context each: the SCP accepts one syntax per context
+            ae.add_requested_context(uid, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title="MRISCRIBE")
     if not assoc.is_established:
         return [-2] * len(datasets)
@@ -185,7 +203,7 @@ def send(
 def test_spool_writes_private_files_durably_and_one_copy_per_instance(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    study, instance = uid_key("1.2.3.4"), uid_key("1.2.3.4.5")
+    study, instance = spool.key_of("1.2.3.4"), spool.key_of("1.2.3.4.5")
     spool.store(study, instance, b"first")
     spool.store(study, instance, b"second")  # the same instance again: one file, the last
     files = list((spool.incoming / study).iterdir())
@@ -205,7 +223,8 @@ def test_spool_is_held_by_one_node_and_half_written_files_go(tmp_path: Path) -> 
     spool = Spool(tmp_path / "spool")
     spool.open()
     (spool.tmp / "1-2-3.part").write_bytes(b"half an instance")
-    spool.store(uid_key("1.2"), uid_key("1.2.3"), b"whole")
+    study = spool.key_of("1.2")
+    spool.store(study, spool.key_of("1.2.3"), b"whole")
     other = Spool(tmp_path / "spool")
     with pytest.raises(SpoolError, match="another mriscribe node"):
         other.open()
@@ -213,7 +232,8 @@ def test_spool_is_held_by_one_node_and_half_written_files_go(tmp_path: Path) -> 
     again = Spool(tmp_path / "spool")
     again.open()  # as after kill -9: the lock is free, half-written files are gone
     assert list(again.tmp.iterdir()) == []
-    assert list(again.waiting()) == [uid_key("1.2")]
+    assert list(again.waiting()) == [study]
+    assert again.key_of("1.2") == study  # the spool's key survives a restart
     again.close()
 
 
@@ -284,16 +304,23 @@ def test_what_the_receiver_refuses(
     plan = pydicom.dcmread(series_folder[1])
     plan.SOPClassUID = RTPlanStorage
     assert send([plan], node.port, calling="SCANNER", sop_class=RTPlanStorage) == [-1]
-    # An MR image without pixels, and one whose UIDs are not UIDs.
+    # An MR image without pixels, one whose UIDs are not UIDs, one whose pixels are cut short.
     no_pixels = pydicom.dcmread(series_folder[2])
     del no_pixels.PixelData
     bad_uid = pydicom.dcmread(series_folder[3])
     bad_uid.StudyInstanceUID = "not a uid"
-    statuses = send([no_pixels, bad_uid], node.port, calling="SCANNER")
-    assert statuses[0] == 0xA900 and 0xC000 <= statuses[1] <= 0xCFFF
+    short = pydicom.dcmread(series_folder[4])
+    short.PixelData = short.PixelData[: len(short.PixelData) // 3]
+    statuses = send([no_pixels, bad_uid, short], node.port, calling="SCANNER")
+    assert statuses[0] == 0xA900
+    assert 0xC000 <= statuses[1] <= 0xCFFF and 0xC000 <= statuses[2] <= 0xCFFF
     health = node.health()
     assert health["associations_refused"] == 1
-    assert health["instances_refused"] == {"no pixel data": 1, "no valid study or instance UID": 1}
+    assert health["instances_refused"] == {
+        "no pixel data": 1,
+        "no valid study or instance UID": 1,
+        "pixel data shorter than the image": 1,
+    }
     assert health["instances_stored"] == 0
     assert "association refused" in caplog.text and "STRANGER" in caplog.text
     assert "instance refused: no pixel data" in caplog.text
@@ -308,23 +335,22 @@ def test_a_study_with_no_usable_image_does_not_hold_up_its_neighbour(
     running: Callable[[Settings], DicomNode],
 ) -> None:
     node = running(node_settings(tmp_path, destination))
-    # Headers intact, pixels cut short: accepted (the header is fine), undecodable later.
+    # RLE instances whose compressed frames are garbage: nothing is wrong with the DICOM, so
+    # they are accepted; the decoder refuses them at analysis.
     broken = new_study(series_folder[:4], tmp_path / "broken")
     for path in broken:
-        ds = pydicom.dcmread(path)
-        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
-        ds.save_as(path, enforce_file_format=True)
+        spoil_rle(path)
     good = new_study(series_folder, tmp_path / "good")
-    # One bad slice in the good study: left out, the other 23 analysed.
-    spoilt = pydicom.dcmread(good[5])
-    spoilt.PixelData = spoilt.PixelData[:100]
-    spoilt.save_as(good[5], enforce_file_format=True)
+    spoil_rle(good[5])  # one such slice in a good study: left out, the other 23 analysed
     assert send(broken, node.port) == [0] * 4
     assert send(good, node.port) == [0] * 24
     wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "the good results")
     wait_until(lambda: node.health()["studies_without_results"] == 1, 20, "the broken study")
     results = destination.received()
     assert {ds.StudyInstanceUID for ds in results} == {pydicom.dcmread(good[0]).StudyInstanceUID}
+    sr = next(ds for ds in results if ds.Modality == "SR")
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert len(evidence.ReferencedSOPSequence) == 23
     health = node.health()
     assert health["studies_analysed"] == 1 and health["analysis_errors"] == 1
     assert "no usable image" in health["last_error"]

@@ -82,7 +82,14 @@ class CStoreDestination:
             raise DeliveryError(f"{self.label}: association {reason}")
         try:
             for number, dataset in enumerate(datasets, start=1):
-                status = assoc.send_c_store(dataset)
+                try:
+                    status = assoc.send_c_store(dataset)
+                except ValueError:  # the PACS took no presentation context for this class
+                    raise DeliveryError(
+                        f"{self.label}: result {number} refused (its SOP class was not accepted)"
+                    ) from None
+                except RuntimeError:  # the association went away between two instances
+                    raise DeliveryError(f"{self.label}: association lost") from None
                 code = int(status.Status) if status and "Status" in status else None
                 if code not in STORED:
                     what = "no answer" if code is None else f"status {code:04X}"
@@ -101,7 +108,7 @@ class StowDestination:
 
     @property
     def label(self) -> str:
-        return f"STOW-RS {self.url}"
+        return f"STOW-RS {public_url(self.url)}"
 
     @property
     def key(self) -> str:
@@ -112,27 +119,35 @@ class StowDestination:
         from dicomweb_client.api import DICOMwebClient
 
         datasets = [dcmread(path) for path in files]
-        session = requests.Session()
-        session.request = _with_timeout(session.request, self.timeout_s)  # type: ignore[method-assign]
-        client = DICOMwebClient(url=self.url, session=session)
-        try:
-            answer = client.store_instances(datasets)
-        except requests.HTTPError as exc:
-            code = exc.response.status_code if exc.response is not None else "?"
-            raise DeliveryError(f"{self.label}: HTTP {code}") from None
-        except (requests.RequestException, OSError) as exc:
-            raise DeliveryError(f"{self.label}: {type(exc).__name__}") from None
-        failed = answer.get("00081198") if answer is not None else None
-        if failed and failed.get("Value"):
-            raise DeliveryError(f"{self.label}: {len(failed['Value'])} result(s) refused")
+        with requests.Session() as session:
+            client = DICOMwebClient(url=self.url, session=session, timeout=self.timeout_s)
+            try:
+                answer = client.store_instances(datasets)
+            except requests.HTTPError as exc:
+                code = exc.response.status_code if exc.response is not None else "?"
+                raise DeliveryError(f"{self.label}: HTTP {code}") from None
+            except (requests.RequestException, OSError, ValueError, KeyError) as exc:
+                raise DeliveryError(f"{self.label}: {type(exc).__name__}") from None
+        # The store response (PS3.18 10.5.3): every instance failed or taken is listed.
+        failed = answer.get("FailedSOPSequence") if answer is not None else None
+        if failed:
+            raise DeliveryError(f"{self.label}: {len(failed)} result(s) refused")
+        stored = answer.get("ReferencedSOPSequence") if answer is not None else None
+        if stored is not None and len(stored) < len(datasets):
+            raise DeliveryError(f"{self.label}: {len(datasets) - len(stored)} result(s) not stored")
 
 
-def _with_timeout(request: object, timeout_s: float) -> object:
-    def call(*args: object, **kwargs: object) -> object:
-        kwargs.setdefault("timeout", timeout_s)
-        return request(*args, **kwargs)  # type: ignore[operator]
+def public_url(url: str) -> str:
+    """A URL as logs and /health may show it: no user, password, query or fragment."""
+    from urllib.parse import urlsplit, urlunsplit
 
-    return call
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def destinations(settings: Settings) -> list[Destination]:

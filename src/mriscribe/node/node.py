@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ STATUS_FILE = "status.json"
 _TICK_S = 0.1
 _PURGE_EVERY_S = 60.0
 _STATUS_EVERY_S = 2.0
+_ANALYSIS_ATTEMPTS = 3
 _FILE_NUMBER = re.compile(r"^file (\d+)")
 
 
@@ -104,7 +104,12 @@ class DicomNode:
         check_node_settings(settings)
         self.settings = settings
         # Outputs and errors name images "file N": spooled files are named by hashes.
-        self.analysis_settings = settings.model_copy(update={"name_images_by_number": True})
+        self.analysis_settings = settings.model_copy(
+            update={
+                "name_images_by_number": True,
+                "report_engine": settings.node_report_engine or settings.report_engine,
+            }
+        )
         self.spool = Spool(settings.node_spool_dir)
         self.receiver = Receiver(settings, self.spool)
         self.destinations: list[Destination] = destinations(settings)
@@ -112,7 +117,10 @@ class DicomNode:
         self.writer = writer
         self._own_writer = writer is None
         self.status = NodeStatus()
-        self._retries: dict[tuple[str, str], _Retry] = {}
+        # Backoff per destination (a PACS that is down is down for every study) and per job
+        # whose analysis failed unexpectedly (retried, then given up with the reason).
+        self._retries: dict[str, _Retry] = {}
+        self._failures: dict[str, _Retry] = {}
         self._stopping = threading.Event()
         self._results_ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -120,18 +128,18 @@ class DicomNode:
         self._status_lock = threading.Lock()
         self._last_purge = 0.0
         self._last_status = 0.0
-        self._tempdir: str | None = None
 
     # Life
 
     def start(self) -> None:
-        """Open the spool, load the models, listen, and resume whatever was left."""
+        """Open the spool, listen, load the models, and resume whatever was left."""
         self.spool.open()
-        # pynetdicom receives each dataset into a temporary file: into the spool (0700),
-        # cleared at every start, never a shared temporary folder.
-        self._tempdir = tempfile.tempdir
-        tempfile.tempdir = str(self.spool.tmp)
         try:
+            try:
+                self.receiver.start()
+            except OSError as exc:
+                where = f"{self.settings.node_host}:{self.settings.node_port}"
+                raise NodeError(f"cannot listen on {where} ({exc.strerror})") from None
             if self.detector is None:
                 self.detector = pipeline.get_detector(self.settings)
             if self.writer is None:
@@ -141,20 +149,18 @@ class DicomNode:
             from mriscribe.outputs.warm import warm_up
 
             warm_up(self.settings, self.detector)
-            try:
-                self.receiver.start()
-            except OSError as exc:
-                where = f"{self.settings.node_host}:{self.settings.node_port}"
-                raise NodeError(f"cannot listen on {where} ({exc.strerror})") from None
         except BaseException:
-            tempfile.tempdir = self._tempdir
+            self.receiver.stop()
             self.spool.close()
             raise
+        # Studies left from before wait their stable time from now: their senders may be
+        # resending what was not acknowledged.
+        self.spool.restart_clocks()
         self._listening = True
         waiting = len(self.spool.waiting())
         jobs = self.spool.pending_jobs()
         for job in jobs:
-            if job.results() is not None:  # a stop between the results and the loop guard
+            if job.outcome() == "analysed":  # a stop between the results and the loop guard
                 self.spool.remember(job.study, (path.stem for path in job.instances()))
         log.info(
             "DICOM node listening",
@@ -185,7 +191,6 @@ class DicomNode:
         self._write_status()
         if self._own_writer and self.writer is not None:
             self.writer.close()
-        tempfile.tempdir = self._tempdir
         self.spool.close()
 
     @property
@@ -202,19 +207,48 @@ class DicomNode:
         while not self._stopping.is_set():
             try:
                 self._take_stable()
-                job = next((j for j in self.spool.pending_jobs() if j.results() is None), None)
+                job = self._next_job()
                 if job is not None:
-                    self._analyse(job)
+                    self._analyse_guarded(job)
                     self._results_ready.set()
                     continue
                 self._purge()
                 if time.monotonic() - self._last_status > _STATUS_EVERY_S:
                     self._write_status()
-            except Exception as exc:  # the node keeps running; the job stays for a retry
+            except Exception as exc:  # the spool itself failed (disk): the node keeps running
                 self._error(f"analysis failed ({type(exc).__name__})", analysis=True)
                 log.exception("node analysis failed")
                 self._stopping.wait(1.0)
             self._stopping.wait(_TICK_S)
+
+    def _next_job(self) -> Job | None:
+        """The oldest job not analysed yet and not waiting for a retry."""
+        now = time.monotonic()
+        for job in self.spool.pending_jobs():
+            failure = self._failures.get(job.path.name)
+            if job.results() is None and job.exists and (failure is None or failure.due <= now):
+                return job
+        return None
+
+    def _analyse_guarded(self, job: Job) -> None:
+        """Analyse one job; an unexpected failure is retried twice, then the job is given up
+        with its reason (never blocking the studies behind it)."""
+        try:
+            self._analyse(job)
+            self._failures.pop(job.path.name, None)
+        except Exception as exc:
+            if not job.exists:  # finished or removed meanwhile
+                return
+            failure = self._failures.setdefault(job.path.name, _Retry())
+            failure.attempts += 1
+            failure.due = time.monotonic() + 2.0 * failure.attempts
+            reason = f"internal error ({type(exc).__name__})"
+            log.exception("node analysis failed", extra={"job": job.label})
+            if failure.attempts >= _ANALYSIS_ATTEMPTS:
+                self._failures.pop(job.path.name, None)
+                job.commit(self.spool, [], f"no results: {reason}")
+                self.status.studies_without_results += 1
+            self._error(f"{job.label}: {reason}, attempt {failure.attempts}", analysis=True)
 
     def _take_stable(self) -> None:
         quiet_since = time.monotonic() - self.settings.node_stable_s
@@ -266,8 +300,10 @@ class DicomNode:
             job.commit(self.spool, [], f"no results: {problem}")
             self.status.studies_without_results += 1
             self._error(f"{job.label}: no results ({problem})", analysis=True)
-        # A study that came back (a PACS forwarding what it holds, our results included) is
-        # not analysed again: its instances are remembered, by hash, for node_guard_days.
+            return
+        # A study that comes back (a PACS forwarding what it holds, our results included) is
+        # not analysed again: its instances are remembered, by keyed hash, for node_guard_days.
+        # One that got no results is not: sent again (a limit raised, say), it is read again.
         self.spool.remember(job.study, keys)
 
     def _run_analysis(
@@ -282,7 +318,6 @@ class DicomNode:
                     self.analysis_settings,
                     detector=self.detector,
                     writer=self.writer,
-                    report_engine=self.settings.node_report_engine,
                     render_images=outputs.needs_images(self.settings.node_outputs),
                 )
                 return analysis, None
@@ -323,20 +358,23 @@ class DicomNode:
             results = job.results()
             if results is None:
                 continue
-            done = job.delivered()
-            pending = [d for d in self.destinations if d.key not in done] if results else []
-            for destination in pending:
-                retry = self._retries.get((job.path.name, destination.key))
+            for destination in self.destinations:
+                if not results or destination.key in job.delivered():
+                    continue
+                retry = self._retries.get(destination.key)
                 if retry is not None and retry.due > time.monotonic():
                     continue
                 started = time.perf_counter()
                 try:
                     destination.send(results)
-                except (DeliveryError, OSError) as exc:
-                    self._schedule_retry(job, destination, str(exc))
+                    job.mark_delivered(self.spool, destination.key)
+                except Exception as exc:  # any failure is the destination's: retried later
+                    reason = str(exc) if isinstance(exc, DeliveryError) else (
+                        f"{destination.label}: {type(exc).__name__}"
+                    )
+                    self._schedule_retry(job, destination, reason)
                     continue
-                job.mark_delivered(self.spool, destination.key)
-                self._retries.pop((job.path.name, destination.key), None)
+                self._retries.pop(destination.key, None)
                 log.info(
                     "results delivered",
                     extra={
@@ -346,15 +384,16 @@ class DicomNode:
                         "ms": round((time.perf_counter() - started) * 1000, 1),
                     },
                 )
-            if all(d.key in job.delivered() for d in self.destinations) or not results:
+            if not results or all(d.key in job.delivered() for d in self.destinations):
                 if results:
-                    self.status.studies_delivered += 1
-                    self.status.last_delivery = _now()
+                    with self._status_lock:
+                        self.status.studies_delivered += 1
+                        self.status.last_delivery = _now()
                 self.spool.finish(job, self.settings.node_retention_h * 3600)
                 self._write_status()
 
     def _schedule_retry(self, job: Job, destination: Destination, reason: str) -> None:
-        retry = self._retries.setdefault((job.path.name, destination.key), _Retry())
+        retry = self._retries.setdefault(destination.key, _Retry())
         retry.attempts += 1
         delay = min(
             self.settings.node_retry_max_s,
@@ -398,6 +437,7 @@ class DicomNode:
             "instances_refused": dict(counters.refused),
             "associations": counters.associations,
             "associations_refused": counters.refused_associations,
+            "presentation_contexts_refused": counters.refused_contexts,
             "studies_analysed": status.studies_analysed,
             "studies_without_results": status.studies_without_results,
             "studies_skipped_by_loop_guard": status.studies_skipped_by_loop_guard,

@@ -4,8 +4,11 @@ what it answers for each instance (only after the instance is durably spooled)."
 from __future__ import annotations
 
 import logging
+import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.sop_class import (
     Comprehensive3DSRStorage,
     CTImageStorage,
@@ -44,7 +47,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from mriscribe.node.spool import Spool, uid_key
+from mriscribe.node.spool import Spool
 from mriscribe.outputs.dicom_source import MANUFACTURER, MODEL_NAME
 from mriscribe.settings import Settings, SettingsError
 
@@ -95,17 +98,24 @@ CANNOT_UNDERSTAND = 0xC000
 
 @dataclass
 class Counters:
-    """What the receiver did, for /health (counts only)."""
+    """What the receiver did, for /health (counts only); its threads count under one lock."""
 
     associations: int = 0
     refused_associations: int = 0
+    refused_contexts: int = 0
     stored: int = 0
     repeated: int = 0
     results_ignored: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + count)
 
     def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+        with self.lock:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
 
 
 def transfer_syntaxes(settings: Settings) -> list[UID]:
@@ -136,12 +146,13 @@ def _uid(value: str, setting: str) -> UID:
     from pynetdicom import sop_class
 
     item = value.strip()
-    for module in (pydicom.uid, sop_class):
-        found = getattr(module, item, None)
-        if isinstance(found, str):
-            return UID(found)
+    if item.isidentifier() and not item.startswith("_"):
+        for module in (pydicom.uid, sop_class):
+            found = getattr(module, item, None)
+            if isinstance(found, str) and UID(found).is_valid and UID(found).name != found:
+                return UID(found)
     uid = UID(item)
-    if not uid.is_valid:
+    if not item[:1].isdigit() or not uid.is_valid:
         raise SettingsError(f"{setting}: {value!r} is neither a known keyword nor a UID")
     return uid
 
@@ -165,7 +176,11 @@ class Receiver:
         # node points temporary files there), cleared at every start.
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
+        dimse_messages.NamedTemporaryFile = partial(  # type: ignore[attr-defined]
+            tempfile.NamedTemporaryFile, dir=self.spool.tmp
+        )
         ae = AE(ae_title=self.settings.node_ae_title)
+        ae.require_called_aet = True
         ae.maximum_associations = 16
         ae.acse_timeout = 30
         ae.dimse_timeout = 60
@@ -197,12 +212,21 @@ class Receiver:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        dimse_messages.NamedTemporaryFile = tempfile.NamedTemporaryFile  # type: ignore[attr-defined]
 
     def _accepted(self, event: Any) -> None:
-        self.counters.associations += 1
+        self.counters.add("associations")
+        calling = _printable(event.assoc.requestor.ae_title)
+        for context in event.assoc.rejected_contexts:
+            self.counters.add("refused_contexts")
+            uid = UID(str(context.abstract_syntax))
+            log.warning(
+                f"presentation context refused: {uid.name if uid.name != str(uid) else uid}",
+                extra={"calling_ae": calling},
+            )
 
     def _rejected(self, event: Any) -> None:
-        self.counters.refused_associations += 1
+        self.counters.add("refused_associations")
         calling = _printable(event.assoc.requestor.ae_title)
         log.warning(f"association refused (calling AE title {calling!r})",
                     extra={"calling_ae": calling})
@@ -211,8 +235,9 @@ class Receiver:
         calling = _printable(event.assoc.requestor.ae_title)
         path = Path(event.dataset_path)
         try:
-            if path.stat().st_size > self.max_bytes:
-                return self._refuse("too large", calling, OUT_OF_RESOURCES)
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                return self._refuse("larger than max_file_mb", calling, CANNOT_UNDERSTAND)
             # Values over 4 KiB (the pixels) stay on disk: only the header is read.
             header = dcmread(path, defer_size=4096)
             has_pixels = "Rows" in header and any(k in header for k in PIXEL_KEYWORDS)
@@ -226,7 +251,7 @@ class Receiver:
                 MANUFACTURER,
                 MODEL_NAME,
             )
-            self.counters.results_ignored += 1
+            self.counters.add("results_ignored")
             log.info(
                 "instance ignored: " + ("mriscribe's own result" if own else "not an image"),
                 extra={"calling_ae": calling},
@@ -234,20 +259,23 @@ class Receiver:
             return SUCCESS
         if not has_pixels:
             return self._refuse("no pixel data", calling, NOT_SOP_CLASS)
+        if _pixels_short(header, size):
+            return self._refuse("pixel data shorter than the image", calling, CANNOT_UNDERSTAND)
         study_uid = str(header.get("StudyInstanceUID", "") or "")
         instance_uid = str(header.get("SOPInstanceUID", "") or "")
         if not UID(study_uid).is_valid or not UID(instance_uid).is_valid:
             return self._refuse("no valid study or instance UID", calling, CANNOT_UNDERSTAND)
-        study, instance = uid_key(study_uid), uid_key(instance_uid)
+        study, instance = self.spool.key_of(study_uid), self.spool.key_of(instance_uid)
         if self.spool.seen(study, instance):
-            self.counters.repeated += 1
-            return SUCCESS
+            # Spooled all the same: a study that comes back whole is skipped as a whole (the
+            # loop guard), one that gains images is read again with all of them.
+            self.counters.add("repeated")
         try:
             self.spool.store_file(study, instance, path)
         except OSError as exc:
             log.error("cannot spool an instance", extra={"reason": exc.strerror or "OSError"})
             return self._refuse("spool write failed", calling, OUT_OF_RESOURCES)
-        self.counters.stored += 1
+        self.counters.add("stored")
         if self.on_stored is not None:
             self.on_stored()
         return SUCCESS
@@ -258,6 +286,28 @@ class Receiver:
             f"instance refused: {reason}", extra={"calling_ae": calling, "status": f"{status:04X}"}
         )
         return status
+
+
+def _pixels_short(header: Any, file_size: int) -> bool:
+    """Whether the pixel data runs past the end of the file, or native (uncompressed) pixel
+    data holds fewer bytes than its image needs: from the element's length alone (the pixels
+    stay on disk). Compressed frames are checked when they are decoded, at analysis."""
+    element = header.get_item(0x7FE00010, keep_deferred=True)
+    length = getattr(element, "length", None)
+    if element is None or length is None or length == 0xFFFFFFFF:
+        return False
+    if getattr(element, "value_tell", 0) + length > file_size:
+        return True
+    if header.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian) in COMPRESSED:
+        return False
+    try:
+        bits = int(header.BitsAllocated)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        samples = int(header.get("SamplesPerPixel", 1) or 1)
+        needed = int(header.Rows) * int(header.Columns) * samples * frames * bits // 8
+    except (AttributeError, TypeError, ValueError):
+        return True
+    return int(length) < needed
 
 
 def _printable(title: object) -> str:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -34,6 +36,7 @@ from pathlib import Path
 from mriscribe.errors import MriscribeError
 
 FILE_MODE = 0o600
+STALE_TMP_S = 3600.0
 FOLDER_MODE = 0o700
 
 
@@ -41,9 +44,11 @@ class SpoolError(MriscribeError):
     """The spool cannot be opened, or another node holds it."""
 
 
-def uid_key(uid: str) -> str:
-    """The name a UID is spooled under: the UID is the patient's study, so only a hash."""
-    return hashlib.sha256(uid.strip().encode("ascii", "replace")).hexdigest()[:32]
+def uid_key(uid: str, secret: bytes) -> str:
+    """The name a UID is spooled under: a keyed hash (HMAC-SHA256 under the spool's own random
+    key), so that a name in the spool cannot be matched to a study by hashing its UID."""
+    digest = hmac.new(secret, uid.strip().encode("ascii", "replace"), hashlib.sha256)
+    return digest.hexdigest()[:32]
 
 
 def fsync_folder(folder: Path) -> None:
@@ -85,6 +90,7 @@ class Spool:
         self._guarded: dict[str, set[str]] = {}
         self._counter = 0
         self._lock_handle: int | None = None
+        self._secret = b""
 
     def open(self) -> None:
         """Create the folders, take the spool's lock (one node per spool), clear half-written
@@ -101,6 +107,10 @@ class Spool:
         self._lock_handle = handle
         for folder in (self.incoming, self.jobs, self.done, self.guard, self.tmp):
             make_folder(folder)
+        key_file = self.root / "key"
+        if not key_file.is_file() or len(key_file.read_bytes()) != 32:
+            self.write_file(key_file, secrets.token_bytes(32))
+        self._secret = key_file.read_bytes()
         for item in self.tmp.iterdir():
             _remove(item)
         now = time.monotonic()
@@ -118,6 +128,10 @@ class Spool:
 
     # Receiving
 
+    def key_of(self, uid: str) -> str:
+        """The spool's name for a study's or an instance's UID."""
+        return uid_key(uid, self._secret)
+
     def guarded(self, study: str) -> set[str]:
         """The instances of this study analysed already."""
         with self.lock:
@@ -127,6 +141,13 @@ class Spool:
         """Whether this instance of this study was analysed already (the loop guard)."""
         with self.lock:
             return instance in self._guarded.get(study, ())
+
+    def restart_clocks(self) -> None:
+        """Every study waiting counts its quiet time from now (when the node starts to listen:
+        senders resend what was not acknowledged before a crash)."""
+        now = time.monotonic()
+        with self.lock:
+            self._arrivals = dict.fromkeys(self._arrivals, now)
 
     def store(self, study: str, instance: str, data: bytes) -> None:
         """Write one received instance durably; the same instance again replaces it."""
@@ -143,7 +164,11 @@ class Spool:
     def store_file(self, study: str, instance: str, source: Path) -> None:
         """Like store, from a received file (copied in 1 MiB blocks, never whole in memory)."""
         temporary = self._write_temporary(source)
-        self._place(study, instance, temporary)
+        try:
+            self._place(study, instance, temporary)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def waiting(self) -> dict[str, float]:
         """Study -> when its last instance arrived (``time.monotonic()``)."""
@@ -156,11 +181,11 @@ class Spool:
             arrived = self._arrivals.get(study)
             if arrived is None or arrived > quiet_since:
                 return None
-            del self._arrivals[study]
             self._counter += 1
             job = Job(self.jobs / f"{time.time_ns():020d}{self._counter:04d}-{study}")
             make_folder(job.path)
             os.replace(self.incoming / study, job.instances_folder)
+            del self._arrivals[study]
             fsync_folder(self.incoming)
             fsync_folder(job.path)
             return job
@@ -202,6 +227,9 @@ class Spool:
                 trash = self.tmp / f"expired-{item.name}"
                 os.replace(item, trash)
                 _remove(trash)
+        for item in self.tmp.iterdir():  # transfers a sender abandoned long ago
+            if item.is_file() and now - item.stat().st_mtime > STALE_TMP_S:
+                item.unlink(missing_ok=True)
         for item in self.guard.iterdir():
             if now - item.stat().st_mtime > guard_s:
                 with self.lock:
@@ -248,8 +276,12 @@ class Job:
 
     @property
     def label(self) -> str:
-        """How logs name the job: the start of its study's hash (no patient data)."""
-        return f"study {self.study[:12]}"
+        """How logs and the status name the job: when it was taken (nothing of the study)."""
+        return f"job {self.path.name.split('-', 1)[0]}"
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_dir()
 
     @property
     def instances_folder(self) -> Path:
@@ -264,16 +296,20 @@ class Job:
         return self.path / "delivered"
 
     def instances(self) -> list[Path]:
-        folder = self.instances_folder
-        return sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+        try:
+            return sorted(self.instances_folder.glob("*.dcm"))
+        except FileNotFoundError:  # finished meanwhile
+            return []
 
     def results(self) -> list[Path] | None:
         """The committed results (possibly none: a study with nothing to send), or None if the
-        job has not been analysed yet."""
-        folder = self.results_folder
-        if not folder.is_dir():
+        job has not been analysed yet (or is gone: finished meanwhile)."""
+        try:
+            return sorted(
+                item for item in self.results_folder.iterdir() if item.name != "outcome"
+            )
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        return sorted(item for item in folder.iterdir() if item.name != "outcome")
 
     def commit(self, spool: Spool, results: list[tuple[str, bytes]], outcome: str) -> None:
         """Write the results (and why there are none) as one step: a folder renamed in."""
@@ -292,8 +328,10 @@ class Job:
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
     def delivered(self) -> set[str]:
-        folder = self.delivered_folder
-        return {item.name for item in folder.iterdir()} if folder.is_dir() else set()
+        try:
+            return {item.name for item in self.delivered_folder.iterdir()}
+        except FileNotFoundError:
+            return set()
 
     def mark_delivered(self, spool: Spool, destination: str) -> None:
         make_folder(self.delivered_folder)

@@ -72,6 +72,7 @@ class DicomNodeStatus(_Body):
     instances_refused: dict[str, int] = Field(description="by reason")
     associations: int
     associations_refused: int = Field(description="calling AE titles not allowed, and such")
+    presentation_contexts_refused: int = Field(description="SOP classes the node does not take")
     studies_analysed: int
     studies_without_results: int = Field(description="no usable image, or refused")
     studies_skipped_by_loop_guard: int
