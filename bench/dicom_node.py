@@ -1,16 +1,18 @@
 """The DICOM node with a real PACS: latency, load and crashes, with Orthanc and DCMTK's storescu.
 
     python bench/dicom_node.py [--rounds 5] [--stable-s 1.0] [--studies 10] [--json out.json]
+                               [--report-engine template|chain]
 
 Each study is the Colin27 head (Debian mricron-data) with a synthetic tumour as 24 DICOM slices,
-its UIDs new for each study; the node (``mriscribe dicom-node``, template report) runs as a
+its UIDs new for each study; the node (``mriscribe dicom-node``, template report unless
+``--report-engine chain``) runs as a
 subprocess and sends its SR, presentation state and PDF to Orthanc by C-STORE.
 
 - latency: a series stored straight into the node (from storescu's exit) until all three results
   are in Orthanc (its REST API polled every 50 ms), less the node's stable time; the same through
   Orthanc (stored in Orthanc, Lua OnStableStudy sends it to the node), less Orthanc's StableAge
   and the node's stable time; the baseline is storescu storing the same 24 slices into Orthanc.
-  Target: the direct median <= 3 s.
+  Target: the median <= 3 s, both ways.
 - load: ``--studies`` studies at once from three calling AEs (three storescu processes started
   together): every one delivered exactly once (1 SR, 1 PR, 1 PDF in Orthanc), none lost.
 - crash: ``kill -9`` of the node while it receives three studies (restarted on the same spool
@@ -69,6 +71,8 @@ class Study:
 class Node:
     """``mriscribe dicom-node`` in a subprocess, so that it can be killed."""
 
+    engine = "template"  # the report writer of every node in this run (--report-engine)
+
     def __init__(self, folder: Path, port: int, send_to: int, stable_s: float) -> None:
         self.folder, self.port, self.send_to, self.stable_s = folder, port, send_to, stable_s
         self.spool = folder / "spool"
@@ -80,8 +84,8 @@ class Node:
         start = log.stat().st_size if log.exists() else 0
         args = ["dicom-node", "--port", str(self.port), "--stable-s", str(self.stable_s),
                 "--send-to", f"ORTHANC@127.0.0.1:{self.send_to}", "--spool", str(self.spool),
-                "--report-engine", "template"]  # fmt: skip
-        env = {**os.environ, "MRISCRIBE_REPORT_ENGINE": "template"}
+                "--report-engine", self.engine]  # fmt: skip
+        env = {**os.environ, "MRISCRIBE_REPORT_ENGINE": self.engine}
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mriscribe", *args], stdout=out, stderr=out, env=env
@@ -241,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stable-s", type=float, default=1.0)
     parser.add_argument("--studies", type=int, default=10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--report-engine", choices=("template", "chain"), default="template",
+                        help="the node's report writer (chain: the language model, deadline 3 s)")
     args = parser.parse_args(argv)
+    Node.engine = args.report_engine
     if not COLIN27.exists():
         print(f"needs {COLIN27}: apt-get install mricron-data", file=sys.stderr)
         return 2
@@ -280,7 +287,8 @@ def report(
         ("via Orthanc: results after the last instance, median",
          f"{statistics.median(routed):.2f} s", "", None),
         (f"via Orthanc: less StableAge + stable time ({waits:g} s), median",
-         f"{statistics.median(routed) - waits:.2f} s", "", None),
+         f"{statistics.median(routed) - waits:.2f} s", f"<= {TARGET_S:.0f} s",
+         statistics.median(routed) - waits <= TARGET_S),
         ("via Orthanc: less StableAge + stable time, max", f"{max(routed) - waits:.2f} s", "",
          None),
         ("baseline: storescu of 24 slices into Orthanc, median",
@@ -299,7 +307,8 @@ def report(
     for name, value, target, met in rows:
         verdict = "" if met is None else "yes" if met else "NO"
         print(f"{name:<{width}}  {value:>9}  {target:>7}  {verdict}")
-    print(f"rounds {args.rounds}, node stable time {args.stable_s:g} s, StableAge {STABLE_AGE_S} s;"
+    print(f"report engine {args.report_engine}, rounds {args.rounds}, node stable time "
+          f"{args.stable_s:g} s, StableAge {STABLE_AGE_S} s;"
           " direct rounds: " + ", ".join(f"{t:.2f}" for t in direct) + " s")  # fmt: skip
     ok = all(met for *_, met in rows if met is not None)
     if args.json:

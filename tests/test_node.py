@@ -11,6 +11,7 @@ settings.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import stat
@@ -19,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -30,8 +32,10 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
+    Comprehensive3DSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
     MRImageStorage,
     RTPlanStorage,
 )
@@ -168,7 +172,7 @@ def running() -> Iterator[Callable[[Settings], DicomNode]]:
 
 def send(
     paths: list[Path] | list[pydicom.Dataset], port: int, calling: str = "SCU",
-    sop_class: str | None = None,
+    sop_class: str | None = None, called: str = "MRISCRIBE",
 ) -> list[int]:
     """C-STORE each file or dataset with pynetdicom; the status of each (-1: no context)."""
     datasets = [p if isinstance(p, pydicom.Dataset) else pydicom.dcmread(p) for p in paths]
@@ -180,7 +184,7 @@ def send(
     for uid in {sop_class or str(ds.SOPClassUID) for ds in datasets} | {MRImageStorage}:
         for syntax in syntaxes:  # one context each: the SCP accepts one syntax per context
             ae.add_requested_context(uid, syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MRISCRIBE")
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
     if not assoc.is_established:
         return [-2] * len(datasets)
     statuses = []
@@ -298,8 +302,9 @@ def test_what_the_receiver_refuses(
     node = running(node_settings(tmp_path, destination, node_allowed_calling_aets=["SCANNER"]))
     good = pydicom.dcmread(series_folder[0])
 
-    # An unknown calling AE title: the association is refused.
+    # An unknown calling AE title, or another called AE title: the association is refused.
     assert send([good], node.port, calling="STRANGER") == [-2]
+    assert send([good], node.port, calling="SCANNER", called="SOMEONE") == [-2]
     # A SOP class the node does not take: no presentation context for it.
     plan = pydicom.dcmread(series_folder[1])
     plan.SOPClassUID = RTPlanStorage
@@ -315,7 +320,8 @@ def test_what_the_receiver_refuses(
     assert statuses[0] == 0xA900
     assert 0xC000 <= statuses[1] <= 0xCFFF and 0xC000 <= statuses[2] <= 0xCFFF
     health = node.health()
-    assert health["associations_refused"] == 1
+    assert health["associations_refused"] == 2
+    assert health["presentation_contexts_refused"] == 2  # RT Plan, in two transfer syntaxes
     assert health["instances_refused"] == {
         "no pixel data": 1,
         "no valid study or instance UID": 1,
@@ -405,6 +411,190 @@ def test_instances_spooled_before_a_stop_are_analysed_after_the_restart(
         .ReferencedSOPSequence
     }
     assert len(referenced) == 24  # one study of all 24 slices, from both processes
+
+
+class PickyPacs:
+    """A real Storage SCP (pynetdicom) that takes SRs and presentation states but no PDF."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        ae = AE(ae_title="PICKY")
+        ae.add_supported_context(Comprehensive3DSRStorage)
+        ae.add_supported_context(GrayscaleSoftcopyPresentationStateStorage)
+
+        def store(event: Any) -> int:
+            self.received.append(str(event.dataset.SOPClassUID))
+            return 0
+
+        self.port = free_port()
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
+        )
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_pacs_that_refuses_a_result_class_gets_retries_not_a_stall(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+) -> None:
+    picky = PickyPacs()
+    try:
+        settings = node_settings(tmp_path, destination)
+        settings = settings.model_copy(
+            update={"node_send_to": [f"PICKY@127.0.0.1:{picky.port}", destination.peer]}
+        )
+        node = running(settings)
+        assert send(series_folder, node.port) == [0] * 24
+        # The PACS that takes everything gets its results; the other one is retried.
+        wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "results")
+        wait_until(lambda: node.health()["delivery_errors"] >= 3, 30, "retries")
+        health = node.health()
+        assert "its SOP class was not accepted" in health["last_error"]
+        assert health["studies_awaiting_delivery"] == 1 and health["studies_delivered"] == 0
+        attempts = health["delivery_errors"]
+        time.sleep(1.5)  # backoff: at most one try a second (retry_max_s 1), never a busy loop
+        assert node.health()["delivery_errors"] <= attempts + 3
+    finally:
+        picky.stop()
+
+
+class PartialStow:
+    """A DICOMweb STOW-RS endpoint on loopback that answers 202 Accepted with every SR in the
+    response's FailedSOPSequence (PS3.18 10.5.3: some instances stored, some not). Orthanc
+    cannot be made to answer so (a Lua filter drops an instance yet reports it stored)."""
+
+    def __init__(self) -> None:
+        import threading
+        from email import message_from_bytes
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        posts: list[list[str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self._body()
+                head = f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode()
+                parts = message_from_bytes(head + body).get_payload()
+                classes = [
+                    str(pydicom.dcmread(io.BytesIO(part.get_payload(decode=True))).SOPClassUID)
+                    for part in parts
+                ]
+                posts.append(classes)
+
+                def item(uid: str) -> dict[str, Any]:
+                    return {"00081150": {"vr": "UI", "Value": [uid]}}
+
+                answer = {
+                    "00081198": {"vr": "SQ", "Value": [item(c) for c in classes if c == SR]},
+                    "00081199": {"vr": "SQ", "Value": [item(c) for c in classes if c != SR]},
+                }
+                data = json.dumps(answer).encode()
+                self.send_response(202)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> bytes:
+                if "Content-Length" in self.headers:
+                    return self.rfile.read(int(self.headers["Content-Length"]))
+                chunks = []  # Transfer-Encoding: chunked, as dicomweb-client sends it
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(chunks)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.posts = posts
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def test_a_stow_rs_answer_that_lists_failures_is_retried_never_taken(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+) -> None:
+    stow = PartialStow()
+    try:
+        settings = node_settings(tmp_path, destination).model_copy(
+            update={"node_send_to": [], "node_stow_url": stow.url}
+        )
+        node = running(settings)
+        assert send(series_folder, node.port) == [0] * 24
+        wait_until(lambda: node.health()["delivery_errors"] >= 2, 60, "failed deliveries")
+        health = node.health()
+        assert "1 result(s) refused" in health["last_error"]
+        assert health["studies_delivered"] == 0 and health["studies_awaiting_delivery"] == 1
+        assert all(sorted(post)[-1] == SR for post in stow.posts) and len(stow.posts) >= 2
+        assert list((tmp_path / "spool" / "jobs").glob("*/results/*"))  # kept for a retry
+    finally:
+        stow.stop()
+
+
+def test_a_study_whose_analysis_fails_is_given_up_and_the_next_one_goes_through(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mriscribe.node import node as node_module
+
+    real_render = node_module.outputs.render
+    poisoned = pydicom.dcmread(series_folder[0]).StudyInstanceUID
+
+    def render(analysis: Any, names: Any, options: Any = None) -> Any:
+        # Fault injection: the first study's rendering fails as a library bug would.
+        uids = {image.slice.source.study_uid for image in analysis.images if image.slice.source}
+        if poisoned in uids:
+            raise ValueError("a library failed")
+        return real_render(analysis, names, options)
+
+    monkeypatch.setattr(node_module.outputs, "render", render)
+    node = running(node_settings(tmp_path, destination))
+    assert send(series_folder, node.port) == [0] * 24
+    good = new_study(series_folder, tmp_path / "good")
+    assert send(good, node.port) == [0] * 24
+    wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "the good results")
+    wait_until(lambda: node.health()["studies_without_results"] == 1, 30, "the study given up")
+    health = node.health()
+    assert health["analysis_errors"] == 3 and "internal error (ValueError)" in health["last_error"]
+    assert health["studies_analysing"] == 0
+
+
+def test_a_study_without_results_is_read_again_when_it_is_sent_again(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+) -> None:
+    settings = node_settings(tmp_path, destination, max_images=10)
+    node = running(settings)
+    assert send(series_folder, node.port) == [0] * 24
+    wait_until(lambda: node.health()["studies_without_results"] == 1, 60, "no results")
+    assert "more than the limit of 10 images" in node.health()["last_error"]
+    node.stop()
+    again = running(settings.model_copy(update={"max_images": 200}))
+    assert send(series_folder, again.port) == [0] * 24
+    wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "results")
+    assert again.health()["studies_skipped_by_loop_guard"] == 0
 
 
 # Seen from outside

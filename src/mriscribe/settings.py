@@ -431,7 +431,8 @@ class Settings(BaseSettings):
         analysis in flight holds at most one file's bytes and a parsed copy of them (2 x
         max_file_mb), the decoded data of the file being decoded (max_decoded_mb), the RGB
         slices of its study (3 bytes a pixel, max_total_pixels) and a fixed working margin
-        (detector batches, annotation, the PDF).
+        (detector batches, annotation, the PDF); the DICOM node, when it runs beside the
+        service, is one more analysis (its instances arrive into files, never into memory).
         """
         per_analysis = (
             2 * self.max_file_mb
@@ -439,10 +440,9 @@ class Settings(BaseSettings):
             + 3 * self.max_total_pixels / MiB
             + ANALYSIS_MARGIN_MB
         )
-        return (
-            self.max_active_requests * self.spool_memory_mb
-            + self.max_concurrent_analyses * per_analysis
-        )
+        # The DICOM node beside the service analyses one study at a time, besides those.
+        analyses = self.max_concurrent_analyses + (1 if self.node_enabled else 0)
+        return self.max_active_requests * self.spool_memory_mb + analyses * per_analysis
 
     @classmethod
     def settings_customise_sources(

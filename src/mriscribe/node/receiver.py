@@ -216,13 +216,18 @@ class Receiver:
 
     def _accepted(self, event: Any) -> None:
         self.counters.add("associations")
-        calling = _printable(event.assoc.requestor.ae_title)
-        for context in event.assoc.rejected_contexts:
-            self.counters.add("refused_contexts")
-            uid = UID(str(context.abstract_syntax))
-            log.warning(
-                f"presentation context refused: {uid.name if uid.name != str(uid) else uid}",
-                extra={"calling_ae": calling},
+        refused = event.assoc.rejected_contexts
+        if refused:
+            # Senders often propose every storage class they know: an instance of one of these
+            # classes would fail at the sender, which says so.
+            self.counters.add("refused_contexts", len(refused))
+            names = sorted({UID(str(c.abstract_syntax)).name for c in refused})
+            log.info(
+                f"association accepted; {len(refused)} presentation context(s) refused",
+                extra={
+                    "calling_ae": _printable(event.assoc.requestor.ae_title),
+                    "sop_classes": names[:20],
+                },
             )
 
     def _rejected(self, event: Any) -> None:
