@@ -241,6 +241,51 @@ def test_spool_is_held_by_one_node_and_half_written_files_go(tmp_path: Path) -> 
     again.close()
 
 
+def test_a_spool_whose_key_is_lost_with_studies_in_it_refuses_to_open(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.store(spool.key_of("1.2"), spool.key_of("1.2.3"), b"waiting")
+    spool.close()
+    (tmp_path / "spool" / "key").unlink()
+    with pytest.raises(SpoolError, match="key is missing or damaged"):
+        Spool(tmp_path / "spool").open()
+    with pytest.raises(SpoolError, match="key is missing"):  # not "another node": let go
+        Spool(tmp_path / "spool").open()
+    empty = Spool(tmp_path / "empty")
+    empty.open()  # a new spool makes its key
+    assert len((tmp_path / "empty" / "key").read_bytes()) == 32
+    empty.close()
+
+
+@pytest.mark.filterwarnings("ignore")  # pydicom's own odd test files warn as they are read
+def test_the_receiver_leaves_valid_native_pixel_data_alone() -> None:
+    """Every uncompressed image of pydicom's test files that pydicom decodes is not 'short'
+    (YBR_FULL_422, 1-bit, odd lengths, multi-frame, big endian, implicit VR...)."""
+    from pydicom.data import get_testdata_file
+    from pydicom.data.data_manager import get_testdata_files
+
+    from mriscribe.node.receiver import _pixels_short
+
+    checked = 0
+    for name in get_testdata_files("*.dcm"):
+        try:
+            full = pydicom.dcmread(name)
+            syntax = full.file_meta.TransferSyntaxUID
+            if "PixelData" not in full or syntax.is_compressed or syntax.is_deflated:
+                continue
+            full.pixel_array  # noqa: B018 (decodable: a valid image)
+        except Exception:
+            continue
+        header = pydicom.dcmread(name, defer_size=4096)
+        assert not _pixels_short(header, Path(name).stat().st_size), name
+        checked += 1
+    assert checked >= 20
+    whole = Path(get_testdata_file("MR_small.dcm"))
+    cut = whole.read_bytes()[:-3000]
+    header = pydicom.dcmread(io.BytesIO(cut), defer_size=4096)
+    assert _pixels_short(header, len(cut))
+
+
 # Receiving, analysing, delivering
 
 
@@ -449,15 +494,19 @@ def test_a_pacs_that_refuses_a_result_class_gets_retries_not_a_stall(
         )
         node = running(settings)
         assert send(series_folder, node.port) == [0] * 24
-        # The PACS that takes everything gets its results; the other one is retried.
-        wait_until(lambda: len(list(destination.folder.iterdir())) == 3, 60, "results")
+        assert send(new_study(series_folder, tmp_path / "second"), node.port) == [0] * 24
+        # The PACS that takes everything gets both studies' results; the other one is retried,
+        # study by study: its refusal of the first never holds up the second.
+        wait_until(lambda: len(list(destination.folder.iterdir())) == 6, 60, "results")
         wait_until(lambda: node.health()["delivery_errors"] >= 3, 30, "retries")
+        wait_until(lambda: picky.received.count(str(Comprehensive3DSRStorage)) >= 2, 30,
+                   "the second study tried at the picky PACS")
         health = node.health()
         assert "its SOP class was not accepted" in health["last_error"]
-        assert health["studies_awaiting_delivery"] == 1 and health["studies_delivered"] == 0
+        assert health["studies_awaiting_delivery"] == 2 and health["studies_delivered"] == 0
         attempts = health["delivery_errors"]
-        time.sleep(1.5)  # backoff: at most one try a second (retry_max_s 1), never a busy loop
-        assert node.health()["delivery_errors"] <= attempts + 3
+        time.sleep(1.5)  # backoff: one try a second a study at most, never a busy loop
+        assert node.health()["delivery_errors"] <= attempts + 6
     finally:
         picky.stop()
 
@@ -577,6 +626,31 @@ def test_a_study_whose_analysis_fails_is_given_up_and_the_next_one_goes_through(
     health = node.health()
     assert health["analysis_errors"] == 3 and "internal error (ValueError)" in health["last_error"]
     assert health["studies_analysing"] == 0
+
+
+def test_a_study_that_kept_killing_the_node_is_given_up_after_the_restart(
+    tmp_path: Path,
+    destination: Destination,
+    series_folder: list[Path],
+    running: Callable[[Settings], DicomNode],
+) -> None:
+    settings = node_settings(tmp_path, destination, node_stable_s=60.0)
+    node = running(settings)
+    assert send(series_folder, node.port) == [0] * 24
+    node.stop()
+    # As after three starts that each died in this study's analysis: taken, tried three times.
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    job = spool.take(next(iter(spool.waiting())), quiet_since=time.monotonic() + 1)
+    assert job is not None
+    for _ in range(3):
+        job.attempt(spool)
+    spool.close()
+    again = running(settings)
+    wait_until(lambda: again.health()["studies_without_results"] == 1, 30, "given up")
+    assert "did not finish" in again.health()["last_error"]
+    assert again.health()["studies_analysed"] == 0
+    assert list(destination.folder.iterdir()) == []
 
 
 def test_a_study_without_results_is_read_again_when_it_is_sent_again(

@@ -305,6 +305,10 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=3600, description="a study is analysed once no instance of it "
         "has arrived for this long",
     )
+    node_resume_grace_s: float = Field(
+        default=60.0, ge=0, le=86400, description="after a restart, studies found half "
+        "received wait this long for their senders to resend (or node_stable_s if longer)",
+    )
     node_spool_dir: Path = Field(
         default=Path("mriscribe-spool"),
         description="where received instances and undelivered results wait (0700, files 0600)",
@@ -349,6 +353,8 @@ class Settings(BaseSettings):
             return None
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        if "?" in value or "#" in value:
+            raise ValueError("must be a base URL, without a query or fragment")
         return value.rstrip("/")
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address")

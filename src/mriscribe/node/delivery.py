@@ -26,7 +26,13 @@ STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 
 
 class DeliveryError(MriscribeError):
-    """A destination did not take the results (why, without patient data)."""
+    """A destination did not take the results (why, without patient data). ``unreachable``:
+    the destination did not answer or refused the association (it is down for every study);
+    else it refused this study's results (the next study may go through)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class Destination(Protocol):
@@ -79,7 +85,7 @@ class CStoreDestination:
             reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else (
                 "no answer"
             )
-            raise DeliveryError(f"{self.label}: association {reason}")
+            raise DeliveryError(f"{self.label}: association {reason}", unreachable=True)
         try:
             for number, dataset in enumerate(datasets, start=1):
                 try:
@@ -89,7 +95,8 @@ class CStoreDestination:
                         f"{self.label}: result {number} refused (its SOP class was not accepted)"
                     ) from None
                 except RuntimeError:  # the association went away between two instances
-                    raise DeliveryError(f"{self.label}: association lost") from None
+                    lost = f"{self.label}: association lost"
+                    raise DeliveryError(lost, unreachable=True) from None
                 code = int(status.Status) if status and "Status" in status else None
                 if code not in STORED:
                     what = "no answer" if code is None else f"status {code:04X}"
@@ -112,21 +119,29 @@ class StowDestination:
 
     @property
     def key(self) -> str:
-        return "stow-" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return "stow-" + hashlib.sha256(public_url(self.url).encode()).hexdigest()[:16]
 
     def send(self, files: Sequence[Path]) -> None:
         import requests
         from dicomweb_client.api import DICOMwebClient
 
         datasets = [dcmread(path) for path in files]
+        url, auth = split_credentials(self.url)
         with requests.Session() as session:
-            client = DICOMwebClient(url=self.url, session=session, timeout=self.timeout_s)
+            session.auth = auth
+            client = DICOMwebClient(url=url, session=session, timeout=self.timeout_s)
             try:
                 answer = client.store_instances(datasets)
             except requests.HTTPError as exc:
-                code = exc.response.status_code if exc.response is not None else "?"
-                raise DeliveryError(f"{self.label}: HTTP {code}") from None
-            except (requests.RequestException, OSError, ValueError, KeyError) as exc:
+                code = exc.response.status_code if exc.response is not None else 0
+                # 5xx, 401/403/404/408/429: the server, not these results
+                down = code >= 500 or code in (401, 403, 404, 408, 429)
+                raise DeliveryError(f"{self.label}: HTTP {code}", unreachable=down) from None
+            except (requests.RequestException, OSError) as exc:
+                raise DeliveryError(
+                    f"{self.label}: {type(exc).__name__}", unreachable=True
+                ) from None
+            except (ValueError, KeyError) as exc:  # an answer dicomweb-client cannot read
                 raise DeliveryError(f"{self.label}: {type(exc).__name__}") from None
         # The store response (PS3.18 10.5.3): every instance failed or taken is listed.
         failed = answer.get("FailedSOPSequence") if answer is not None else None
@@ -135,6 +150,18 @@ class StowDestination:
         stored = answer.get("ReferencedSOPSequence") if answer is not None else None
         if stored is not None and len(stored) < len(datasets):
             raise DeliveryError(f"{self.label}: {len(datasets) - len(stored)} result(s) not stored")
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without user and password, and those as HTTP basic auth (or None)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(parts.username), unquote(parts.password or ""))
 
 
 def public_url(url: str) -> str:

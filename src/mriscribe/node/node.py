@@ -128,6 +128,7 @@ class DicomNode:
         self._status_lock = threading.Lock()
         self._last_purge = 0.0
         self._last_status = 0.0
+        self._snapshot: dict[str, Any] = {}
 
     # Life
 
@@ -153,9 +154,11 @@ class DicomNode:
             self.receiver.stop()
             self.spool.close()
             raise
-        # Studies left from before wait their stable time from now: their senders may be
-        # resending what was not acknowledged.
-        self.spool.restart_clocks()
+        # Studies left from before wait node_resume_grace_s from now: their senders may be
+        # resending what was not acknowledged (a study resent meanwhile goes on as usual).
+        self.spool.restart_clocks(
+            max(0.0, self.settings.node_resume_grace_s - self.settings.node_stable_s)
+        )
         self._listening = True
         waiting = len(self.spool.waiting())
         jobs = self.spool.pending_jobs()
@@ -179,16 +182,20 @@ class DicomNode:
             self._threads.append(thread)
         self._write_status()
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 60.0) -> None:
         """Stop listening, let the study or delivery in hand finish, close the spool."""
-        self.receiver.stop()
         self._listening = False
+        self.receiver.stop()
         self._stopping.set()
         self._results_ready.set()
         for thread in self._threads:
             thread.join(timeout_s)
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
         self._threads.clear()
         self._write_status()
+        if busy:  # the spool stays locked: nothing else may take it while they run
+            log.error("DICOM node stopped with work still running", extra={"threads": busy})
+            return
         if self._own_writer and self.writer is not None:
             self.writer.close()
         self.spool.close()
@@ -207,12 +214,12 @@ class DicomNode:
         while not self._stopping.is_set():
             try:
                 self._take_stable()
+                self._purge()
                 job = self._next_job()
                 if job is not None:
                     self._analyse_guarded(job)
                     self._results_ready.set()
                     continue
-                self._purge()
                 if time.monotonic() - self._last_status > _STATUS_EVERY_S:
                     self._write_status()
             except Exception as exc:  # the spool itself failed (disk): the node keeps running
@@ -233,6 +240,14 @@ class DicomNode:
     def _analyse_guarded(self, job: Job) -> None:
         """Analyse one job; an unexpected failure is retried twice, then the job is given up
         with its reason (never blocking the studies behind it)."""
+        if job.attempt(self.spool) >= _ANALYSIS_ATTEMPTS:
+            # Tried that often already, in this process or before a crash (a study that
+            # kills the process must not do so at every restart).
+            job.commit(self.spool, [], f"no results: analysis did not finish in "
+                       f"{_ANALYSIS_ATTEMPTS} attempts")
+            self.status.studies_without_results += 1
+            self._error(f"{job.label}: analysis did not finish; given up", analysis=True)
+            return
         try:
             self._analyse(job)
             self._failures.pop(job.path.name, None)
@@ -244,7 +259,7 @@ class DicomNode:
             failure.due = time.monotonic() + 2.0 * failure.attempts
             reason = f"internal error ({type(exc).__name__})"
             log.exception("node analysis failed", extra={"job": job.label})
-            if failure.attempts >= _ANALYSIS_ATTEMPTS:
+            if failure.attempts >= _ANALYSIS_ATTEMPTS and job.results() is None:
                 self._failures.pop(job.path.name, None)
                 job.commit(self.spool, [], f"no results: {reason}")
                 self.status.studies_without_results += 1
@@ -318,6 +333,7 @@ class DicomNode:
                     self.analysis_settings,
                     detector=self.detector,
                     writer=self.writer,
+                    report_engine=self.analysis_settings.report_engine,
                     render_images=outputs.needs_images(self.settings.node_outputs),
                 )
                 return analysis, None
@@ -361,20 +377,28 @@ class DicomNode:
             for destination in self.destinations:
                 if not results or destination.key in job.delivered():
                     continue
-                retry = self._retries.get(destination.key)
-                if retry is not None and retry.due > time.monotonic():
+                now = time.monotonic()
+                down = self._retries.get(destination.key)
+                refused = self._retries.get(f"{destination.key}/{job.path.name}")
+                if (down is not None and down.due > now) or (
+                    refused is not None and refused.due > now
+                ):
                     continue
                 started = time.perf_counter()
                 try:
                     destination.send(results)
                     job.mark_delivered(self.spool, destination.key)
-                except Exception as exc:  # any failure is the destination's: retried later
+                except Exception as exc:  # any failure is retried later
                     reason = str(exc) if isinstance(exc, DeliveryError) else (
                         f"{destination.label}: {type(exc).__name__}"
                     )
-                    self._schedule_retry(job, destination, reason)
+                    # A destination that is down waits as a whole; one that refused these
+                    # results waits for this study only (the next study may go through).
+                    unreachable = isinstance(exc, DeliveryError) and exc.unreachable
+                    self._schedule_retry(job, destination, reason, unreachable)
                     continue
                 self._retries.pop(destination.key, None)
+                self._retries.pop(f"{destination.key}/{job.path.name}", None)
                 log.info(
                     "results delivered",
                     extra={
@@ -385,6 +409,8 @@ class DicomNode:
                     },
                 )
             if not results or all(d.key in job.delivered() for d in self.destinations):
+                if job.outcome() == "analysed":  # the loop guard first, then the spool goes
+                    self.spool.remember(job.study, (path.stem for path in job.instances()))
                 if results:
                     with self._status_lock:
                         self.status.studies_delivered += 1
@@ -392,8 +418,11 @@ class DicomNode:
                 self.spool.finish(job, self.settings.node_retention_h * 3600)
                 self._write_status()
 
-    def _schedule_retry(self, job: Job, destination: Destination, reason: str) -> None:
-        retry = self._retries.setdefault(destination.key, _Retry())
+    def _schedule_retry(
+        self, job: Job, destination: Destination, reason: str, unreachable: bool
+    ) -> None:
+        key = destination.key if unreachable else f"{destination.key}/{job.path.name}"
+        retry = self._retries.setdefault(key, _Retry())
         retry.attempts += 1
         delay = min(
             self.settings.node_retry_max_s,
@@ -450,13 +479,19 @@ class DicomNode:
             "updated": _now(),
         }
 
+    def snapshot(self) -> dict[str, Any]:
+        """The status as last written (at every change, and every 2 s): what /health shows,
+        without touching the disk on the service's event loop."""
+        return dict(self._snapshot) if self._snapshot else self.health()
+
     def _write_status(self) -> None:
         """The health, in the spool, for ``mriscribe models`` run beside the node."""
         self._last_status = time.monotonic()
         try:
-            body = json.dumps(self.health(), indent=2).encode()
+            self._snapshot = self.health()
+            body = json.dumps(self._snapshot, indent=2).encode()
             self.spool.write_file(self.spool.root / STATUS_FILE, body)
-        except OSError:
+        except (OSError, ValueError):
             pass
 
     def _purge(self) -> None:

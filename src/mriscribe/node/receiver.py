@@ -8,7 +8,6 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     JPEG2000,
     UID,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -70,10 +68,11 @@ RESULT_CLASSES = (
     GrayscaleSoftcopyPresentationStateStorage,
     EncapsulatedPDFStorage,
 )
+# Deflated Explicit VR Little Endian is left out: a deflated dataset can only be read whole,
+# inflated in memory (a small file can claim gigabytes); senders fall back to explicit VR.
 UNCOMPRESSED = (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 )
 COMPRESSED = (
@@ -157,6 +156,27 @@ def _uid(value: str, setting: str) -> UID:
     return uid
 
 
+# pynetdicom writes each dataset it receives into a NamedTemporaryFile of its own: each node's
+# go into its spool's tmp/ (0700, cleared at start), found by the association's AE.
+_TEMPORARY_FOLDERS: dict[int, Path] = {}
+
+
+def _receive_into(ae: AE, folder: Path) -> None:
+    _TEMPORARY_FOLDERS[id(ae)] = folder
+    if getattr(dimse_messages.NamedTemporaryFile, "mriscribe", False):
+        return
+
+    def named_temporary_file(*args: Any, **kwargs: Any) -> Any:
+        assoc = getattr(threading.current_thread(), "assoc", None)
+        folder = _TEMPORARY_FOLDERS.get(id(getattr(assoc, "ae", None)))
+        if folder is None:  # another pynetdicom server in this process: its own business
+            return tempfile.NamedTemporaryFile(*args, **kwargs)
+        return tempfile.NamedTemporaryFile(*args, dir=folder, **kwargs)
+
+    named_temporary_file.mriscribe = True  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = named_temporary_file  # type: ignore[attr-defined]
+
+
 class Receiver:
     """The node's Storage SCP and Verification SCP on ``settings.node_port``."""
 
@@ -170,16 +190,16 @@ class Receiver:
         self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self.server: ThreadedAssociationServer | None = None
         self.images = set(image_classes(settings))
+        self.ae: AE | None = None
 
     def start(self) -> None:
         # Datasets arrive into a file, never whole into memory: the spool's tmp/ folder (the
         # node points temporary files there), cleared at every start.
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"
-        dimse_messages.NamedTemporaryFile = partial(  # type: ignore[attr-defined]
-            tempfile.NamedTemporaryFile, dir=self.spool.tmp
-        )
         ae = AE(ae_title=self.settings.node_ae_title)
+        _receive_into(ae, self.spool.tmp)
+        self.ae = ae
         ae.require_called_aet = True
         ae.maximum_associations = 16
         ae.acse_timeout = 30
@@ -210,9 +230,13 @@ class Receiver:
 
     def stop(self) -> None:
         if self.server is not None:
+            for assoc in list(self.server.active_associations):
+                assoc.abort()  # unacknowledged instances: their senders resend them
             self.server.shutdown()
             self.server = None
-        dimse_messages.NamedTemporaryFile = tempfile.NamedTemporaryFile  # type: ignore[attr-defined]
+        if self.ae is not None:
+            _TEMPORARY_FOLDERS.pop(id(self.ae), None)
+            self.ae = None
 
     def _accepted(self, event: Any) -> None:
         self.counters.add("associations")
@@ -268,7 +292,7 @@ class Receiver:
             return self._refuse("pixel data shorter than the image", calling, CANNOT_UNDERSTAND)
         study_uid = str(header.get("StudyInstanceUID", "") or "")
         instance_uid = str(header.get("SOPInstanceUID", "") or "")
-        if not UID(study_uid).is_valid or not UID(instance_uid).is_valid:
+        if not (_uid_like(study_uid) and _uid_like(instance_uid)):
             return self._refuse("no valid study or instance UID", calling, CANNOT_UNDERSTAND)
         study, instance = self.spool.key_of(study_uid), self.spool.key_of(instance_uid)
         if self.spool.seen(study, instance):
@@ -296,23 +320,30 @@ class Receiver:
 def _pixels_short(header: Any, file_size: int) -> bool:
     """Whether the pixel data runs past the end of the file, or native (uncompressed) pixel
     data holds fewer bytes than its image needs: from the element's length alone (the pixels
-    stay on disk). Compressed frames are checked when they are decoded, at analysis."""
+    stay on disk). Compressed frames, and anything this cannot tell, are left to the decoder at
+    analysis."""
+    from pydicom.pixels.utils import get_expected_length
+
     element = header.get_item(0x7FE00010, keep_deferred=True)
     length = getattr(element, "length", None)
     if element is None or length is None or length == 0xFFFFFFFF:
         return False
+    syntax = UID(str(header.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+    if syntax.is_deflated or syntax.is_compressed:
+        return False
     if getattr(element, "value_tell", 0) + length > file_size:
         return True
-    if header.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian) in COMPRESSED:
-        return False
     try:
-        bits = int(header.BitsAllocated)
-        frames = int(header.get("NumberOfFrames", 1) or 1)
-        samples = int(header.get("SamplesPerPixel", 1) or 1)
-        needed = int(header.Rows) * int(header.Columns) * samples * frames * bits // 8
-    except (AttributeError, TypeError, ValueError):
-        return True
+        needed = int(get_expected_length(header, unit="bytes"))
+    except Exception:  # attributes missing or odd: the decoder says what is wrong
+        return False
     return int(length) < needed
+
+
+def _uid_like(value: str) -> bool:
+    """Digits and dots, 1 to 64 characters: what a sender's UID must be for us to key it (real
+    UIDs with a leading zero in a part exist and are taken)."""
+    return 0 < len(value) <= 64 and all(c.isdigit() or c == "." for c in value)
 
 
 def _printable(title: object) -> str:

@@ -108,9 +108,16 @@ class Spool:
         for folder in (self.incoming, self.jobs, self.done, self.guard, self.tmp):
             make_folder(folder)
         key_file = self.root / "key"
-        if not key_file.is_file() or len(key_file.read_bytes()) != 32:
-            self.write_file(key_file, secrets.token_bytes(32))
-        self._secret = key_file.read_bytes()
+        secret = key_file.read_bytes() if key_file.is_file() else b""
+        if len(secret) != 32:
+            if any(any(folder.iterdir()) for folder in (self.incoming, self.jobs, self.guard)):
+                self.close()
+                raise SpoolError(
+                    f"{self.root}: the spool's key is missing or damaged while studies are in it"
+                )
+            secret = secrets.token_bytes(32)
+            self.write_file(key_file, secret)
+        self._secret = secret
         for item in self.tmp.iterdir():
             _remove(item)
         now = time.monotonic()
@@ -142,16 +149,21 @@ class Spool:
         with self.lock:
             return instance in self._guarded.get(study, ())
 
-    def restart_clocks(self) -> None:
-        """Every study waiting counts its quiet time from now (when the node starts to listen:
-        senders resend what was not acknowledged before a crash)."""
-        now = time.monotonic()
+    def restart_clocks(self, grace_s: float = 0.0) -> None:
+        """Every study waiting counts its quiet time from now, plus ``grace_s`` (when the node
+        starts to listen: its senders may resend what was not acknowledged before a crash)."""
+        now = time.monotonic() + grace_s
         with self.lock:
             self._arrivals = dict.fromkeys(self._arrivals, now)
 
     def store(self, study: str, instance: str, data: bytes) -> None:
         """Write one received instance durably; the same instance again replaces it."""
-        self._place(study, instance, self._write_temporary(data))
+        temporary = self._write_temporary(data)
+        try:
+            self._place(study, instance, temporary)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def _place(self, study: str, instance: str, temporary: Path) -> None:
         with self.lock:
@@ -180,6 +192,9 @@ class Spool:
         with self.lock:
             arrived = self._arrivals.get(study)
             if arrived is None or arrived > quiet_since:
+                return None
+            if not (self.incoming / study).is_dir():  # gone (by hand): nothing to take
+                del self._arrivals[study]
                 return None
             self._counter += 1
             job = Job(self.jobs / f"{time.time_ns():020d}{self._counter:04d}-{study}")
@@ -223,15 +238,15 @@ class Spool:
         """Remove delivered jobs past their retention and loop-guard records past theirs."""
         now = time.time()
         for item in self.done.iterdir():
-            if now - item.stat().st_mtime > retention_s:
+            if _age(item, now) > retention_s:
                 trash = self.tmp / f"expired-{item.name}"
                 os.replace(item, trash)
                 _remove(trash)
         for item in self.tmp.iterdir():  # transfers a sender abandoned long ago
-            if item.is_file() and now - item.stat().st_mtime > STALE_TMP_S:
+            if _age(item, now) > STALE_TMP_S and item.is_file():
                 item.unlink(missing_ok=True)
         for item in self.guard.iterdir():
-            if now - item.stat().st_mtime > guard_s:
+            if _age(item, now) > guard_s:
                 with self.lock:
                     self._guarded.pop(item.name, None)
                     item.unlink(missing_ok=True)
@@ -323,6 +338,17 @@ class Job:
         os.replace(staging, self.results_folder)
         fsync_folder(self.path)
 
+    def attempt(self, spool: Spool) -> int:
+        """Count one more analysis attempt, durably (a study that kills the process is given
+        up after a few, not analysed at every restart); the attempts before this one."""
+        path = self.path / "attempts"
+        try:
+            before = int(path.read_text(encoding="ascii") or 0)
+        except (FileNotFoundError, ValueError):
+            before = 0
+        spool.write_file(path, str(before + 1).encode("ascii"))
+        return before
+
     def outcome(self) -> str:
         path = self.results_folder / "outcome"
         return path.read_text(encoding="utf-8") if path.is_file() else ""
@@ -379,6 +405,14 @@ def _write_all(fd: int, data: bytes, sync: bool = True) -> None:
         view = view[os.write(fd, view) :]
     if sync:
         os.fsync(fd)
+
+
+def _age(path: Path, now: float) -> float:
+    """Seconds since ``path`` last changed (0 if it is gone meanwhile)."""
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _remove(path: Path) -> None:

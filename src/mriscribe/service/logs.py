@@ -92,6 +92,9 @@ def configure_logging(level: str = "INFO", *, capture_native: bool = False) -> N
     # pynetdicom logs every association at INFO and, at DEBUG, whole datasets (patient data):
     # the node logs what it does itself; only pynetdicom's errors are kept.
     logging.getLogger("pynetdicom").setLevel(logging.ERROR)
+    # dicomweb-client logs each request's URL and headers at DEBUG (a STOW-RS URL may hold a
+    # password): never kept.
+    logging.getLogger("dicomweb_client").setLevel(logging.CRITICAL)
     # The multipart parser's warnings on a malformed body quote bytes of the body.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     # Library warnings (numpy, nibabel) become log records: JSON like the rest, not raw text.

@@ -110,7 +110,7 @@ class ServiceState:
             "report_engine": writer.engine.name if writer.engine is not None else "template",
             "report_writer": writer.status(),
             "uptime_s": round(time.monotonic() - self.started, 1),
-            **({"dicom_node": self.node.health()} if self.node is not None else {}),
+            **({"dicom_node": self.node.snapshot()} if self.node is not None else {}),
         }
 
 
