@@ -300,7 +300,7 @@ class Receiver:
             # loop guard), one that gains images is read again with all of them.
             self.counters.add("repeated")
         try:
-            self.spool.store_file(study, instance, path)
+            self.spool.store(study, instance, path)
         except OSError as exc:
             log.error("cannot spool an instance", extra={"reason": exc.strerror or "OSError"})
             return self._refuse("spool write failed", calling, OUT_OF_RESOURCES)

@@ -156,8 +156,9 @@ class Spool:
         with self.lock:
             self._arrivals = dict.fromkeys(self._arrivals, now)
 
-    def store(self, study: str, instance: str, data: bytes) -> None:
-        """Write one received instance durably; the same instance again replaces it."""
+    def store(self, study: str, instance: str, data: bytes | Path) -> None:
+        """Write one received instance (its bytes, or a received file, copied in 1 MiB blocks,
+        never whole in memory) durably; the same instance again replaces it."""
         temporary = self._write_temporary(data)
         try:
             self._place(study, instance, temporary)
@@ -172,15 +173,6 @@ class Spool:
             os.replace(temporary, folder / f"{instance}.dcm")
             fsync_folder(folder)
             self._arrivals[study] = time.monotonic()
-
-    def store_file(self, study: str, instance: str, source: Path) -> None:
-        """Like store, from a received file (copied in 1 MiB blocks, never whole in memory)."""
-        temporary = self._write_temporary(source)
-        try:
-            self._place(study, instance, temporary)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
 
     def waiting(self) -> dict[str, float]:
         """Study -> when its last instance arrived (``time.monotonic()``)."""
