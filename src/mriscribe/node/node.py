@@ -368,6 +368,10 @@ class DicomNode:
             self._results_ready.clear()
 
     def _send_due(self) -> None:
+        now = time.monotonic()
+        waiting = [self._retries.get(d.key) for d in self.destinations]
+        if self.destinations and all(r is not None and r.due > now for r in waiting):
+            return  # every destination is down and waiting: no need to look at the jobs
         for job in self.spool.pending_jobs():
             if self._stopping.is_set():
                 return
