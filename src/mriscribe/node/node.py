@@ -14,12 +14,13 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mriscribe import outputs, pipeline
+from mriscribe.analysis import Analysis
 from mriscribe.detection import Detector
 from mriscribe.errors import MriscribeError
 from mriscribe.node.delivery import DeliveryError, Destination, destinations
@@ -61,12 +62,10 @@ class NodeStatus:
     analysis_errors: int = 0
     last_error: str | None = None
     last_error_at: str | None = None
-    recent: list[str] = field(default_factory=list)
 
     def error(self, message: str) -> None:
         self.last_error = message
         self.last_error_at = _now()
-        self.recent = [*self.recent[-9:], f"{self.last_error_at} {message}"]
 
 
 def check_node_settings(settings: Settings) -> None:
@@ -120,7 +119,7 @@ class DicomNode:
         # Backoff per destination (a PACS that is down is down for every study) and per job
         # whose analysis failed unexpectedly (retried, then given up with the reason).
         self._retries: dict[str, _Retry] = {}
-        self._failures: dict[str, _Retry] = {}
+        self._failures: dict[str, float] = {}  # job -> when its analysis may be retried
         self._stopping = threading.Event()
         self._results_ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -232,17 +231,17 @@ class DicomNode:
         """The oldest job not analysed yet and not waiting for a retry."""
         now = time.monotonic()
         for job in self.spool.pending_jobs():
-            failure = self._failures.get(job.path.name)
-            if job.results() is None and job.exists and (failure is None or failure.due <= now):
+            due = self._failures.get(job.path.name, 0.0)
+            if job.results() is None and job.exists and due <= now:
                 return job
         return None
 
     def _analyse_guarded(self, job: Job) -> None:
         """Analyse one job; an unexpected failure is retried twice, then the job is given up
-        with its reason (never blocking the studies behind it)."""
-        if job.attempt(self.spool) >= _ANALYSIS_ATTEMPTS:
-            # Tried that often already, in this process or before a crash (a study that
-            # kills the process must not do so at every restart).
+        with its reason (never blocking the studies behind it). Attempts are counted on disk,
+        so a study that kills the process is given up after as many starts."""
+        attempts = job.attempt(self.spool) + 1
+        if attempts > _ANALYSIS_ATTEMPTS:
             job.commit(self.spool, [], f"no results: analysis did not finish in "
                        f"{_ANALYSIS_ATTEMPTS} attempts")
             self.status.studies_without_results += 1
@@ -254,16 +253,14 @@ class DicomNode:
         except Exception as exc:
             if not job.exists:  # finished or removed meanwhile
                 return
-            failure = self._failures.setdefault(job.path.name, _Retry())
-            failure.attempts += 1
-            failure.due = time.monotonic() + 2.0 * failure.attempts
+            self._failures[job.path.name] = time.monotonic() + 2.0 * attempts
             reason = f"internal error ({type(exc).__name__})"
             log.exception("node analysis failed", extra={"job": job.label})
-            if failure.attempts >= _ANALYSIS_ATTEMPTS and job.results() is None:
+            if attempts >= _ANALYSIS_ATTEMPTS and job.results() is None:
                 self._failures.pop(job.path.name, None)
                 job.commit(self.spool, [], f"no results: {reason}")
                 self.status.studies_without_results += 1
-            self._error(f"{job.label}: {reason}, attempt {failure.attempts}", analysis=True)
+            self._error(f"{job.label}: {reason}, attempt {attempts}", analysis=True)
 
     def _take_stable(self) -> None:
         quiet_since = time.monotonic() - self.settings.node_stable_s
@@ -295,35 +292,31 @@ class DicomNode:
                 ]
             except outputs.OutputRefusedError as exc:
                 problem = str(exc)
-        if problem is None:
-            job.commit(self.spool, results, "analysed")
-            self.status.studies_analysed += 1
-            facts = analysis.facts if analysis is not None else None
-            log.info(
-                "study analysed",
-                extra={
-                    "job": job.label,
-                    "images": facts.image_count if facts else 0,
-                    "lesions": len(facts.lesions) if facts else 0,
-                    "results": len(results),
-                    "report_engine": analysis.report.engine if analysis is not None else "",
-                    "timings_ms": analysis.timings_ms if analysis is not None else {},
-                    "ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
-        else:
+        if analysis is None or problem is not None:
             job.commit(self.spool, [], f"no results: {problem}")
             self.status.studies_without_results += 1
             self._error(f"{job.label}: no results ({problem})", analysis=True)
             return
+        job.commit(self.spool, results, "analysed")
+        self.status.studies_analysed += 1
+        log.info(
+            "study analysed",
+            extra={
+                "job": job.label,
+                "images": analysis.facts.image_count,
+                "lesions": len(analysis.facts.lesions),
+                "results": len(results),
+                "report_engine": analysis.report.engine,
+                "timings_ms": analysis.timings_ms,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
         # A study that comes back (a PACS forwarding what it holds, our results included) is
         # not analysed again: its instances are remembered, by keyed hash, for node_guard_days.
         # One that got no results is not: sent again (a limit raised, say), it is read again.
         self.spool.remember(job.study, keys)
 
-    def _run_analysis(
-        self, job: Job, instances: list[Path]
-    ) -> tuple[Any, str | None]:
+    def _run_analysis(self, job: Job, instances: list[Path]) -> tuple[Analysis | None, str | None]:
         """The analysis of a job's instances, leaving out any that cannot be decoded."""
         files = list(instances)
         for _ in range(2):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,13 +179,10 @@ def _receive_into(ae: AE, folder: Path) -> None:
 class Receiver:
     """The node's Storage SCP and Verification SCP on ``settings.node_port``."""
 
-    def __init__(
-        self, settings: Settings, spool: Spool, on_stored: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, spool: Spool) -> None:
         self.settings = settings
         self.spool = spool
         self.counters = Counters()
-        self.on_stored = on_stored
         self.max_bytes = int(settings.max_file_mb * 1024 * 1024)
         self.server: ThreadedAssociationServer | None = None
         self.images = set(image_classes(settings))
@@ -305,8 +301,6 @@ class Receiver:
             log.error("cannot spool an instance", extra={"reason": exc.strerror or "OSError"})
             return self._refuse("spool write failed", calling, OUT_OF_RESOURCES)
         self.counters.add("stored")
-        if self.on_stored is not None:
-            self.on_stored()
         return SUCCESS
 
     def _refuse(self, reason: str, calling: str, status: int) -> int:
